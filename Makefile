@@ -1,0 +1,28 @@
+# `make demo` and `make test` each set everything up on a fresh machine first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo serve test lint bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	# torch first, pinned: its CPU wheel is local, an unpinned one would pull CUDA packages.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/hubserve serve --demo
+
+serve: install
+	$(VENV)/bin/hubserve serve
+
+test: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy src

@@ -1,0 +1,1 @@
+"""Front doors: each wire protocol translates to one internal request and back, and nothing more."""

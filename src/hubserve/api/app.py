@@ -1,0 +1,57 @@
+"""The server: one FastAPI app with the control API and every front door, and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from hubserve import __version__
+from hubserve.api import control, inference_endpoints, sagemaker
+from hubserve.api.common import validation_message
+from hubserve.security import TokenRegistry
+from hubserve.serving.manager import EndpointManager
+from hubserve.settings import ServerSettings
+from hubserve.store import Store
+
+log = logging.getLogger("hubserve")
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    settings.prepare()
+    store = Store(settings.db_path)
+    tokens = TokenRegistry(store)
+    created = tokens.ensure_admin_token(settings.admin_token, settings.admin_token_file)
+    if created is not None:
+        print(f"hubserve: created the admin token (shown once, also in {settings.admin_token_file}):\n"
+              f"  {created}", flush=True)
+    manager = EndpointManager(settings, store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await manager.start()
+        try:
+            yield
+        finally:
+            await manager.shutdown()
+            store.close()
+
+    app = FastAPI(title="hubserve", version=__version__, lifespan=lifespan,
+                  description="Serve Hugging Face models with the SageMaker and Inference Endpoints protocols.")
+    app.state.settings = settings
+    app.state.manager = manager
+    app.state.tokens = tokens
+    app.include_router(control.router)
+    app.include_router(sagemaker.router)
+    app.include_router(inference_endpoints.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": validation_message(exc.errors()), "error_type": "bad_request"},
+                            status_code=400)
+
+    return app

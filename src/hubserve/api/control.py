@@ -1,0 +1,115 @@
+"""The control API under /api/v1: endpoints (create, list, get, update, delete, logs) and tokens."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
+
+from hubserve.api.common import error_route, manager_of, tokens_of
+from hubserve.api.errors import render_error
+from hubserve.serving.endpoint import tail_lines
+from hubserve.spec import Endpoint, EndpointSpec, EndpointUpdate
+
+
+def require_admin(request: Request) -> None:
+    tokens_of(request).require_admin(request.headers.get("authorization"))
+
+
+router = APIRouter(prefix="/api/v1", route_class=error_route(render_error), dependencies=[Depends(require_admin)],
+                   tags=["control"])
+
+
+class EndpointList(BaseModel):
+    items: list[Endpoint]
+
+
+class TokenRequest(BaseModel):
+    name: str
+    endpoints: list[str] | None = None  # None: every endpoint
+
+
+class TokenInfo(BaseModel):
+    id: str
+    name: str
+    endpoints: list[str] | None
+    created_at: float
+
+
+class CreatedToken(TokenInfo):
+    token: str  # shown once
+
+
+def with_url(request: Request, endpoint: Endpoint) -> Endpoint:
+    endpoint.url = str(request.base_url).rstrip("/") + f"/endpoints/{endpoint.spec.name}"
+    return endpoint
+
+
+@router.post("/endpoints", status_code=201)
+async def create_endpoint(spec: EndpointSpec, request: Request) -> Endpoint:
+    return with_url(request, manager_of(request).create(spec))
+
+
+@router.get("/endpoints")
+async def list_endpoints(request: Request) -> EndpointList:
+    return EndpointList(items=[with_url(request, e) for e in manager_of(request).list()])
+
+
+@router.get("/endpoints/{name}")
+async def get_endpoint(name: str, request: Request) -> Endpoint:
+    return with_url(request, manager_of(request).get(name).describe())
+
+
+@router.put("/endpoints/{name}")
+@router.patch("/endpoints/{name}")
+async def update_endpoint(name: str, change: EndpointUpdate, request: Request) -> Endpoint:
+    return with_url(request, manager_of(request).update(name, change))
+
+
+@router.delete("/endpoints/{name}", status_code=204)
+async def delete_endpoint(name: str, request: Request) -> Response:
+    await manager_of(request).delete(name)
+    return Response(status_code=204)
+
+
+@router.get("/endpoints/{name}/logs", response_model=None)
+async def endpoint_logs(name: str, request: Request, tail: int = 200,
+                        follow: bool = False) -> PlainTextResponse | StreamingResponse:
+    path = manager_of(request).get(name).log_path
+    lines = "".join(line + "\n" for line in tail_lines(path, tail))
+    if not follow:
+        return PlainTextResponse(lines)
+
+    async def stream() -> AsyncIterator[str]:
+        yield lines
+        position = path.stat().st_size if path.exists() else 0
+        while not await request.is_disconnected():
+            if path.exists() and path.stat().st_size > position:
+                with open(path, errors="replace") as handle:
+                    handle.seek(position)
+                    chunk = handle.read()
+                    position = handle.tell()
+                yield chunk
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/plain")
+
+
+@router.post("/tokens", status_code=201)
+async def create_token(body: TokenRequest, request: Request) -> CreatedToken:
+    record, token = tokens_of(request).create(body.name, body.endpoints)
+    return CreatedToken(token=token, **record.model_dump(exclude={"digest"}))
+
+
+@router.get("/tokens")
+async def list_tokens(request: Request) -> list[TokenInfo]:
+    return [TokenInfo(**t.model_dump(exclude={"digest"})) for t in tokens_of(request).list()]
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+async def revoke_token(token_id: str, request: Request) -> Response:
+    tokens_of(request).revoke(token_id)
+    return Response(status_code=204)

@@ -1,0 +1,106 @@
+"""The errors hubserve raises between its layers; each front door maps them to its wire format."""
+
+from __future__ import annotations
+
+
+class HubserveError(Exception):
+    """Base class: `status` is the HTTP status our own routes answer with."""
+
+    status = 500
+    kind = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message}
+
+
+class BadRequest(HubserveError):
+    status = 400
+    kind = "bad_request"
+
+
+class Unauthorized(HubserveError):
+    status = 401
+    kind = "unauthorized"
+
+
+class Forbidden(HubserveError):
+    status = 403
+    kind = "forbidden"
+
+
+class NotFound(HubserveError):
+    status = 404
+    kind = "not_found"
+
+
+class Conflict(HubserveError):
+    status = 409
+    kind = "conflict"
+
+
+class PayloadTooLarge(HubserveError):
+    status = 413
+    kind = "payload_too_large"
+
+
+class UnsupportedMediaType(HubserveError):
+    status = 415
+    kind = "unsupported_media_type"
+
+
+class NotAcceptable(HubserveError):
+    status = 406
+    kind = "not_acceptable"
+
+
+class ModelError(HubserveError):
+    """The model (or the user's code) raised: never a 5xx, so clients do not re-run it."""
+
+    status = 424
+    kind = "model_error"
+
+
+class Overloaded(HubserveError):
+    status = 429
+    kind = "overloaded"
+
+
+class NoReadyReplica(HubserveError):
+    status = 503
+    kind = "no_ready_replica"
+
+
+class InvocationTimeout(HubserveError):
+    status = 504
+    kind = "timeout"
+
+
+ERRORS_BY_KIND: dict[str, type[HubserveError]] = {
+    cls.kind: cls
+    for cls in (
+        HubserveError,
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        NotAcceptable,
+        ModelError,
+        Overloaded,
+        NoReadyReplica,
+        InvocationTimeout,
+    )
+}
+
+
+def error_from_dict(data: dict[str, str]) -> HubserveError:
+    """Rebuild an error that crossed a process boundary."""
+    cls = ERRORS_BY_KIND.get(data.get("kind", ""), HubserveError)
+    return cls(data.get("message", "unknown error"))

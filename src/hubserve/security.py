@@ -1,0 +1,108 @@
+"""Access tokens: the admin token, scoped endpoint tokens, hashed at rest and checked in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+
+from hubserve.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from hubserve.store import Store, TokenRecord
+
+TOKEN_PREFIX = "hs_"
+ADMIN_DIGEST_KEY = "admin_token_digest"
+
+
+def digest(token: str) -> str:
+    # Tokens are 256-bit random strings, so a plain SHA-256 is enough: nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer ...` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+class TokenRegistry:
+    """Holds the token digests in memory and decides who may do what."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._tokens = {t.id: t for t in store.load_tokens()}
+        self._admin_digest = store.get_secret(ADMIN_DIGEST_KEY)
+
+    def ensure_admin_token(self, given: str | None, token_file: Path) -> str | None:
+        """Set up the admin token; return it only when it was created now (to be shown once)."""
+        if given:
+            self._set_admin(given)
+            return None
+        if self._admin_digest is not None:
+            return None
+        token = TOKEN_PREFIX + "admin_" + secrets.token_urlsafe(32)
+        self._set_admin(token)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        os.chmod(token_file, 0o600)
+        return token
+
+    def _set_admin(self, token: str) -> None:
+        self._admin_digest = digest(token)
+        self._store.set_secret(ADMIN_DIGEST_KEY, self._admin_digest)
+
+    def is_admin(self, token: str) -> bool:
+        return self._admin_digest is not None and hmac.compare_digest(digest(token), self._admin_digest)
+
+    def require_admin(self, authorization: str | None) -> None:
+        token = bearer_token(authorization)
+        if token is None:
+            raise Unauthorized("this route needs the admin token: send 'Authorization: Bearer <token>'")
+        if not self.is_admin(token):
+            raise Forbidden("the token is not the admin token")
+
+    def require_endpoint_access(self, authorization: str | None, endpoint: str) -> None:
+        token = bearer_token(authorization)
+        if token is None:
+            raise Unauthorized(f"endpoint {endpoint} is protected: send 'Authorization: Bearer <token>'")
+        if self.is_admin(token):
+            return
+        record = self._find(token)
+        if record is None:
+            raise Forbidden("the token is not valid")
+        if not record.allows(endpoint):
+            raise Forbidden(f"the token is not valid for endpoint {endpoint}")
+
+    def _find(self, token: str) -> TokenRecord | None:
+        token_id = token.removeprefix(TOKEN_PREFIX).split("_", 1)[0]
+        record = self._tokens.get(token_id)
+        if record is None or not hmac.compare_digest(digest(token), record.digest):
+            return None
+        return record
+
+    def create(self, name: str, endpoints: list[str] | None) -> tuple[TokenRecord, str]:
+        if not name:
+            raise BadRequest("a token needs a name")
+        token_id = secrets.token_hex(6)
+        token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+        record = TokenRecord(
+            id=token_id, name=name, digest=digest(token), endpoints=endpoints, created_at=time.time()
+        )
+        self._store.add_token(record)
+        self._tokens[token_id] = record
+        return record, token
+
+    def list(self) -> list[TokenRecord]:
+        return list(self._tokens.values())
+
+    def revoke(self, token_id: str) -> None:
+        if not self._store.delete_token(token_id):
+            raise NotFound(f"no token with id {token_id}")
+        self._tokens.pop(token_id, None)

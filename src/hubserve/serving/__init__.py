@@ -1,0 +1,1 @@
+"""Between the front doors and the workers: replicas, replica sets, endpoints and routing."""

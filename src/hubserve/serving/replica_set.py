@@ -1,0 +1,113 @@
+"""A set of replicas of one spec: starts them, restarts the ones that die, and picks one per request."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from hubserve.serving.hub import WorkerHub
+from hubserve.serving.replica import Replica, ReplicaState
+from hubserve.spec import EndpointSpec
+
+log = logging.getLogger("hubserve.serving")
+
+RESTART_BACKOFF_S = (0.0, 1.0, 2.0, 5.0, 10.0)
+
+
+class ReplicaSet:
+    def __init__(self, spec: EndpointSpec, hub: WorkerHub, log_path: Path, models_dir: Path,
+                 on_change: Callable[[], None]) -> None:
+        self.spec = spec
+        self.replicas: list[Replica] = []
+        self.restarts = 0
+        self.last_incident: str | None = None
+        self._hub = hub
+        self._log_path = log_path
+        self._models_dir = models_dir
+        self._on_change = on_change
+        self._round_robin = itertools.count()
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def note(self, message: str) -> None:
+        """Record a lifecycle event in the endpoint's log, where `hubserve logs` shows it."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self._log_path, "a") as handle:
+            handle.write(f"{stamp} [hubserve] {message}\n")
+
+    async def start(self, count: int | None = None) -> None:
+        for _ in range(self.spec.replicas if count is None else count):
+            await self._add()
+
+    async def _add(self) -> Replica:
+        replica_id = f"{self.spec.name}-{uuid.uuid4().hex[:8]}"
+        replica = Replica(replica_id, self.spec, self._hub, self._log_path, self._models_dir, self._replica_changed)
+        self.replicas.append(replica)
+        await replica.start()
+        self.note(f"replica {replica_id} started (pid {replica.pid})")
+        return replica
+
+    def _replica_changed(self, replica: Replica) -> None:
+        if replica.state == ReplicaState.exited and not replica.stopping and not self._closed:
+            self.last_incident = f"replica {replica.id} died ({replica.failure}); a new one was started"
+            self.note(self.last_incident)
+            self.replicas.remove(replica)
+            self.restarts += 1
+            task = asyncio.ensure_future(self._replace())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif replica.state == ReplicaState.failed:
+            self.note(f"replica {replica.id} failed to load: {replica.failure}")
+        elif replica.state == ReplicaState.ready:
+            self.note(f"replica {replica.id} ready")
+        self._on_change()
+
+    async def _replace(self) -> None:
+        await asyncio.sleep(RESTART_BACKOFF_S[min(self.restarts - 1, len(RESTART_BACKOFF_S) - 1)])
+        if not self._closed:
+            await self._add()
+            self._on_change()
+
+    async def wait_settled(self) -> None:
+        """Until every replica is ready or has failed."""
+        await asyncio.gather(*(r.wait_settled() for r in list(self.replicas)))
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for r in self.replicas if r.ready)
+
+    @property
+    def failure(self) -> str | None:
+        failed = [r for r in self.replicas if r.state == ReplicaState.failed]
+        return failed[0].failure if failed else None
+
+    @property
+    def task(self) -> str | None:
+        return next((r.task for r in self.replicas if r.task), None)
+
+    def pick(self) -> Replica | None:
+        """The ready replica with the fewest requests in flight (round robin among equals)."""
+        ready = [r for r in self.replicas if r.ready]
+        if not ready:
+            return None
+        offset = next(self._round_robin) % len(ready)
+        rotated = ready[offset:] + ready[:offset]
+        return min(rotated, key=lambda r: r.in_flight)
+
+    async def scale(self, count: int, drain_timeout: float) -> None:
+        while len(self.replicas) < count:
+            await self._add()
+        surplus = self.replicas[count:]
+        del self.replicas[count:]
+        await asyncio.gather(*(r.stop(drain_timeout) for r in surplus))
+
+    async def stop(self, drain_timeout: float) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(r.stop(drain_timeout) for r in self.replicas))

@@ -1,0 +1,120 @@
+"""Turn an endpoint's model source -- Hub id, folder, archive, GGUF file, URL -- into a local folder to load.
+
+Importing this package is cheap: huggingface_hub, fsspec, torch and transformers are imported on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from hubserve.errors import BadRequest
+from hubserve.sources import archives, gguf, hub, remote
+from hubserve.sources.cache import build_once, sha256_file
+
+__all__ = ["ResolvedModel", "resolve_source"]
+
+logger = logging.getLogger(__name__)
+
+SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path  # a local folder holding the model (config, weights, tokenizer, maybe code/)
+    gguf_file: str | None = None  # a .gguf file inside `path` to load from, when it was not converted
+
+
+def resolve_source(
+    source: str, *, revision: str | None, token: str | None, cache_dir: Path, endpoint: str
+) -> ResolvedModel:
+    """The local folder for `source`, downloading, unpacking or converting it first if needed.
+
+    Raises BadRequest, with what to fix, when the source cannot be used.
+    """
+    source = source.strip()
+    if not source:
+        raise BadRequest("the model source is empty: give a Hub id, a local path or a URL")
+    resolved = _resolve(source, revision, token, Path(cache_dir).expanduser().absolute())
+    logger.info("endpoint %s: model source %r resolved to %s", endpoint, source, resolved.path)
+    return resolved
+
+
+def _resolve(source: str, revision: str | None, token: str | None, cache_dir: Path) -> ResolvedModel:
+    match = SCHEME.match(source)
+    scheme = match.group(1).lower() if match else None
+    if scheme == "file":
+        return _resolve_local(_file_url_path(source), cache_dir, source)
+    if scheme in remote.REMOTE_SCHEMES:
+        return _resolve_remote(source, token, cache_dir)
+    if scheme:
+        supported = ", ".join(f"{name}://" for name in ("file", *remote.REMOTE_SCHEMES))
+        raise BadRequest(f"unsupported URL scheme '{scheme}://' in model source '{source}'; use {supported}")
+    local = Path(source).expanduser()
+    if local.exists():
+        return _resolve_local(local, cache_dir, source)
+    if not HUB_ID.match(source) or _is_file_name(source):
+        raise BadRequest(f"the local path '{source}' does not exist")
+    return ResolvedModel(hub.download(source, revision=revision, token=token))
+
+
+def _file_url_path(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise BadRequest(f"'{url}' names host '{parts.netloc}': a file:// URL must be file:///absolute/path")
+    path = Path(unquote(parts.path))
+    if not path.exists():
+        raise BadRequest(f"the local path '{path}' (from '{url}') does not exist")
+    return path
+
+
+def _resolve_local(path: Path, cache_dir: Path, source: str) -> ResolvedModel:
+    path = path.resolve()
+    if path.is_dir():
+        return _resolve_folder(path, cache_dir)
+    if archives.is_archive(path.name):
+        return _resolve_folder(archives.unpack(path, cache_dir, label=source), cache_dir)
+    if path.suffix.lower() == ".gguf":
+        return ResolvedModel(gguf.convert(path, cache_dir))
+    suffixes = ", ".join(archives.ARCHIVE_SUFFIXES)
+    raise BadRequest(
+        f"'{source}' is a file, but neither a model archive ({suffixes}) nor a .gguf file; "
+        "give the folder that holds the model instead"
+    )
+
+
+def _resolve_remote(url: str, token: str | None, cache_dir: Path) -> ResolvedModel:
+    name = Path(unquote(urlsplit(url).path)).name
+    if not _is_file_name(name):
+        return _resolve_folder(remote.copy_folder(url, token=token, cache_dir=cache_dir), cache_dir)
+    with remote.downloaded(url, token=token, into=cache_dir / "downloads") as temp:
+        if archives.is_archive(name):
+            folder = archives.unpack(temp, cache_dir, label=url)
+        else:  # a .gguf file: kept under its own name, where the folder rules below find and convert it
+            final = cache_dir / "files" / sha256_file(temp)
+            folder = build_once(final, lambda work: temp.rename(work / name))
+    return _resolve_folder(folder, cache_dir)
+
+
+def _resolve_folder(folder: Path, cache_dir: Path) -> ResolvedModel:
+    """The folder itself, or, when it only holds one .gguf file and no config.json, that file converted."""
+    if not any(folder.iterdir()):
+        raise BadRequest(f"the model folder '{folder}' is empty")
+    gguf_files = sorted(folder.glob("*.gguf"))
+    if (folder / "config.json").exists() or not gguf_files:
+        return ResolvedModel(folder)
+    if len(gguf_files) > 1:
+        names = ", ".join(file.name for file in gguf_files)
+        raise BadRequest(
+            f"the folder '{folder}' holds several .gguf files ({names}) and no config.json: "
+            "give the path of the one to serve"
+        )
+    return ResolvedModel(gguf.convert(gguf_files[0], cache_dir))
+
+
+def _is_file_name(name: str) -> bool:
+    return archives.is_archive(name) or name.lower().endswith(".gguf")

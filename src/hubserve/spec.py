@@ -1,0 +1,179 @@
+"""The one description of an endpoint (`EndpointSpec`) and its observable state (`EndpointStatus`).
+
+SageMaker-style env (`HF_MODEL_ID`, `HF_TASK`, ...) is translated into the spec's fields here, once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+TRUE_WORDS = {"1", "true", "t", "yes", "y", "on"}
+FALSE_WORDS = {"0", "false", "f", "no", "n", "off", ""}
+
+
+def parse_bool(value: str) -> bool:
+    """`strtobool` as the SageMaker toolkit applies it to `HF_TRUST_REMOTE_CODE`."""
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"invalid truth value {value!r}")
+
+
+# env variable -> spec field, as the SageMaker and Inference Endpoints containers read them.
+ENV_FIELDS = {
+    "HF_MODEL_ID": "model",
+    "HF_TASK": "task",
+    "HF_MODEL_REVISION": "revision",
+    "HF_REVISION": "revision",
+    "HF_TRUST_REMOTE_CODE": "trust_remote_code",
+}
+
+
+def apply_env(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill fields the caller left out from the SageMaker-style env that came with them."""
+    env = data.get("env") or {}
+    if not isinstance(env, dict):
+        return data
+    filled = dict(data)
+    for variable, field in ENV_FIELDS.items():
+        if variable in env and filled.get(field) is None:
+            filled[field] = parse_bool(env[variable]) if field == "trust_remote_code" else env[variable]
+    return filled
+
+
+class EndpointState(StrEnum):
+    """The states as Inference Endpoints names them."""
+
+    pending = "pending"
+    initializing = "initializing"
+    running = "running"
+    updating = "updating"
+    failed = "failed"
+
+
+class EngineSpec(BaseModel):
+    """How a replica schedules work: batching limits for the engine inside it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    max_batch_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
+    max_concurrent_requests: int = Field(default=128, ge=1)
+
+
+class SpecFields(BaseModel):
+    """Fields shared by a full spec and an update; None in an update means unchanged."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(default=None, description="Hub id, local folder, archive path or URL")
+    revision: str | None = None
+    task: str | None = None
+    env: dict[str, str] | None = None
+    device: str | None = None
+    dtype: str | None = None
+    replicas: int | None = Field(default=None, ge=1, le=64)
+    max_payload_bytes: int | None = Field(default=None, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    security: Literal["public", "protected"] | None = None
+    trust_remote_code: bool | None = None
+    engine: EngineSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _translate_env(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            try:
+                return apply_env(data)
+            except ValueError as exc:
+                raise ValueError(f"env: {exc}") from exc
+        return data
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str | None) -> str | None:
+        if value is not None and not DEVICE_PATTERN.match(value):
+            raise ValueError("device must be cpu, cuda, cuda:N or auto")
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _check_dtype(cls, value: str | None) -> str | None:
+        if value is not None and value not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+        return value
+
+
+class EndpointUpdate(SpecFields):
+    """A change to an endpoint: only the fields that are set change."""
+
+
+class EndpointSpec(SpecFields):
+    """Everything that defines an endpoint; the CLI, SDK, API, store and runtime all pass this."""
+
+    name: str = Field(max_length=63)
+    model: str
+    env: dict[str, str] = Field(default_factory=dict)
+    device: str = "auto"
+    dtype: str = "auto"
+    replicas: int = Field(default=1, ge=1, le=64)
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    security: Literal["public", "protected"] = "public"
+    trust_remote_code: bool = False
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError("name must match ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$ (letters, digits and hyphens)")
+        return value
+
+    def updated(self, change: EndpointUpdate) -> EndpointSpec:
+        """This spec with `change` applied (validated again as a whole)."""
+        data = self.model_dump()
+        data.update(change.model_dump(exclude_unset=True, exclude_none=True))
+        return EndpointSpec.model_validate(data)
+
+    def needs_new_replicas(self, other: EndpointSpec) -> bool:
+        """Whether going from `other` to this spec means loading the model again."""
+        reload_fields = ("model", "revision", "task", "env", "device", "dtype", "trust_remote_code", "engine")
+        return any(getattr(self, f) != getattr(other, f) for f in reload_fields)
+
+
+class ReplicaInfo(BaseModel):
+    id: str
+    state: str
+    pid: int | None = None
+
+
+class EndpointStatus(BaseModel):
+    state: EndpointState = EndpointState.pending
+    message: str | None = None
+    ready_replicas: int = 0
+    target_replicas: int = 1
+    restarts: int = 0
+    task: str | None = None
+    replicas: list[ReplicaInfo] = Field(default_factory=list)
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+
+class Endpoint(BaseModel):
+    """What the control API returns: the spec, its status, and where to call it."""
+
+    spec: EndpointSpec
+    status: EndpointStatus
+    url: str | None = None

@@ -1,0 +1,1 @@
+"""Everything that runs inside a replica process: loading, the engine, custom code, codecs, tasks."""

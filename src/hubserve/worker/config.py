@@ -1,0 +1,18 @@
+"""What the server tells a replica process when it starts it (passed as JSON in the environment)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from hubserve.spec import EndpointSpec
+
+CONFIG_ENV = "HUBSERVE_WORKER_CONFIG"
+
+
+class WorkerConfig(BaseModel):
+    replica_id: str
+    spec: EndpointSpec
+    host: str
+    port: int
+    secret: str
+    models_dir: str

@@ -1,0 +1,105 @@
+"""The replica process: connect back to the server, load the model, then serve invocations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import traceback
+
+from hubserve.channel import Channel, ChannelClosed
+from hubserve.errors import HubserveError, ModelError
+from hubserve.invocation import InvocationRequest
+from hubserve.worker.config import CONFIG_ENV, WorkerConfig
+from hubserve.worker.engine import Engine
+
+log = logging.getLogger("hubserve.worker")
+
+
+class ReplicaServer:
+    """Reads requests from the channel and answers them; the model runs off the event loop."""
+
+    def __init__(self, config: WorkerConfig, channel: Channel) -> None:
+        self.config = config
+        self.channel = channel
+        self.engine: Engine | None = None
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def run(self) -> int:
+        await self.channel.send({"op": "hello", "replica": self.config.replica_id, "secret": self.config.secret,
+                                 "pid": os.getpid()})
+        try:
+            self.engine = await asyncio.to_thread(Engine.load, self.config)
+        except Exception as exc:  # any load failure fails the endpoint with its reason
+            traceback.print_exc()
+            await self.channel.send({"op": "state", "state": "failed", "message": _describe(exc)})
+            return 3
+        await self.channel.send({"op": "state", "state": "ready", "task": self.engine.task})
+        log.info("replica %s ready (task %s)", self.config.replica_id, self.engine.task)
+        return await self._serve()
+
+    async def _serve(self) -> int:
+        while True:
+            try:
+                header, body = await self.channel.receive()
+            except ChannelClosed:
+                log.info("server went away; exiting")
+                return 0
+            op = header.get("op")
+            if op == "invoke":
+                request_id = int(header["id"])
+                request = InvocationRequest.from_header(header, body)
+                task = asyncio.create_task(self._invoke(request_id, request))
+                self.tasks[request_id] = task
+                task.add_done_callback(lambda _t, rid=request_id: self.tasks.pop(rid, None))
+            elif op == "cancel":
+                task = self.tasks.get(int(header["id"]))
+                if task is not None:
+                    task.cancel()
+            elif op == "stop":
+                if self.tasks:
+                    await asyncio.wait(list(self.tasks.values()))
+                return 0
+
+    async def _invoke(self, request_id: int, request: InvocationRequest) -> None:
+        assert self.engine is not None
+        try:
+            result = await self.engine.invoke(request)
+        except asyncio.CancelledError:
+            return
+        except HubserveError as exc:
+            await self._reply({"op": "error", "id": request_id, "error": exc.to_dict()})
+            return
+        except Exception as exc:  # the engine already maps model failures; this is a last guard
+            traceback.print_exc()
+            await self._reply({"op": "error", "id": request_id, "error": ModelError(_describe(exc)).to_dict()})
+            return
+        await self._reply({"op": "result", "id": request_id, "content_type": result.content_type}, result.body)
+
+    async def _reply(self, header: dict[str, object], body: bytes = b"") -> None:
+        with contextlib.suppress(ChannelClosed):
+            await self.channel.send(header, body)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, HubserveError) else exc.message
+
+
+async def _amain(config: WorkerConfig) -> int:
+    channel = await Channel.connect(config.host, config.port)
+    try:
+        return await ReplicaServer(config, channel).run()
+    finally:
+        channel.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    config = WorkerConfig.model_validate_json(os.environ[CONFIG_ENV])
+    # The server stops replicas over the channel; a terminal's Ctrl-C is the server's to handle.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(asyncio.run(_amain(config)))

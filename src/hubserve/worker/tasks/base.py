@@ -1,0 +1,56 @@
+"""The interface every task family implements inside a replica: load, check a request, predict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hubserve.errors import BadRequest
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model: resolved once by the replica's loader from the endpoint spec."""
+
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" (never "auto": the loader resolves it)
+    dtype: str = "auto"  # "auto", "float32", "bfloat16", "float16"
+    trust_remote_code: bool = False
+    gguf_file: str | None = None  # a .gguf file inside the model folder, loaded with gguf_file=
+
+
+class TaskAdapter:
+    """One task family. Subclasses set `task` (and `aliases`) and implement `predict`.
+
+    `predict` receives the request's decoded `inputs` and its `parameters` dict and returns a
+    JSON-able value (numpy arrays and scalars are fine: the codecs convert them) shaped as the
+    classic transformers pipeline for that task returns it. Bad inputs or parameters raise
+    `hubserve.errors.BadRequest`; anything else the model raises becomes a ModelError upstream.
+    """
+
+    task: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    # Parameter names this task accepts; None means it decides itself in `check_parameters`.
+    parameters: ClassVar[frozenset[str] | None] = None
+
+    def __init__(self, model_dir: Path, options: LoadOptions) -> None:
+        self.model_dir = model_dir
+        self.options = options
+
+    def check_parameters(self, parameters: dict[str, Any]) -> None:
+        if self.parameters is None:
+            return
+        unknown = sorted(set(parameters) - self.parameters)
+        if unknown:
+            raise BadRequest(unused_parameters_message(unknown, self.task))
+
+    def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        """Run one small request so the first real one does not pay for lazy initialisation."""
+
+
+def unused_parameters_message(names: list[str], task: str) -> str:
+    # The wording transformers uses, which huggingface_hub's InferenceClient recognises.
+    return f"The following `model_kwargs` are not used by the model: {names} (task {task} does not take them)"

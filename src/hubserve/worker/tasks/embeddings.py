@@ -1,0 +1,109 @@
+"""Embeddings: feature-extraction (a transformers pipeline), and sentence-transformers' sentence-embeddings,
+sentence-similarity and sentence-ranking (a cross-encoder), shaped as the Hugging Face inference toolkit's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sentence_transformers import CrossEncoder, SentenceTransformer
+from sentence_transformers.util import cos_sim
+
+from hubserve.errors import BadRequest
+from hubserve.worker.tasks.base import LoadOptions, TaskAdapter
+from hubserve.worker.tasks.loading import sentence_transformers_kwargs
+from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
+
+ENCODE_PARAMETERS = frozenset({"normalize_embeddings", "prompt_name", "prompt", "batch_size", "truncate_dim"})
+
+
+class FeatureExtractionAdapter(PipelineAdapter):
+    """The last hidden states: `[[[float]]]` (1 x tokens x hidden) per text."""
+
+    task = "feature-extraction"
+    parameters = frozenset({"truncation", "tokenize_kwargs"})
+    warmup_inputs = "warm up"
+
+    def prepare(self, inputs: Any) -> Any:
+        return require_texts(inputs)
+
+
+class SentenceTransformerAdapter(TaskAdapter):
+    """A `SentenceTransformer` bi-encoder on the options' device and dtype."""
+
+    def __init__(self, model_dir: Path, options: LoadOptions) -> None:
+        super().__init__(model_dir, options)
+        self.model = SentenceTransformer(str(model_dir), **sentence_transformers_kwargs(options))
+
+    def encode(self, texts: str | list[str], parameters: dict[str, Any]) -> Any:
+        self.check_parameters(parameters)
+        prompt_name = parameters.get("prompt_name")
+        if prompt_name is not None and prompt_name not in self.model.prompts:
+            known = ", ".join(sorted(self.model.prompts)) or "none"
+            raise BadRequest(f"unknown prompt_name {prompt_name!r}: this model's prompts are {known}")
+        return self.model.encode(texts, show_progress_bar=False, convert_to_numpy=True, **parameters)
+
+
+class SentenceEmbeddingsAdapter(SentenceTransformerAdapter):
+    """`{"embeddings": [float]}` for a string, `{"embeddings": [[float], ...]}` for a list of strings."""
+
+    task = "sentence-embeddings"
+    parameters = ENCODE_PARAMETERS
+
+    def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        return {"embeddings": self.encode(require_texts(inputs), parameters).tolist()}
+
+    def warmup(self) -> None:
+        self.predict("warm up", {})
+
+
+class SentenceSimilarityAdapter(SentenceTransformerAdapter):
+    """`{"source_sentence": str, "sentences": [str]}` -> `{"similarities": [cosine similarity per sentence]}`."""
+
+    task = "sentence-similarity"
+    parameters = ENCODE_PARAMETERS
+
+    def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        source = inputs.get("source_sentence") if isinstance(inputs, dict) else None
+        sentences = inputs.get("sentences") if isinstance(inputs, dict) else None
+        if not isinstance(source, str) or not isinstance(sentences, list) or not sentences:
+            raise BadRequest('inputs must be {"source_sentence": str, "sentences": [str, ...]}')
+        embeddings = self.encode([source, *require_texts(sentences)], parameters)
+        return {"similarities": cos_sim(embeddings[:1], embeddings[1:])[0].tolist()}
+
+    def warmup(self) -> None:
+        self.predict({"source_sentence": "warm up", "sentences": ["warm"]}, {})
+
+
+class SentenceRankingAdapter(TaskAdapter):
+    """A cross-encoder: `[[query, text], ...]` (or `{"query", "texts"}`) -> `{"scores": [float per pair]}`."""
+
+    task = "sentence-ranking"
+    aliases = ("text-ranking",)  # the Hub's pipeline_tag for rerankers
+    parameters = frozenset({"batch_size", "apply_softmax"})
+
+    def __init__(self, model_dir: Path, options: LoadOptions) -> None:
+        super().__init__(model_dir, options)
+        self.model = CrossEncoder(str(model_dir), **sentence_transformers_kwargs(options))
+
+    def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        self.check_parameters(parameters)
+        if (
+            isinstance(inputs, dict)
+            and isinstance(inputs.get("query"), str)
+            and isinstance(inputs.get("texts"), list)
+        ):
+            inputs = [[inputs["query"], text] for text in inputs["texts"]]
+        elif isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(text, str) for text in inputs):
+            inputs = [inputs]
+        if not (isinstance(inputs, list) and inputs and all(_is_pair(pair) for pair in inputs)):
+            raise BadRequest('inputs must be [[query, text], ...] or {"query": str, "texts": [str, ...]}')
+        scores = self.model.predict(inputs, show_progress_bar=False, convert_to_numpy=True, **parameters)
+        return {"scores": scores.tolist()}
+
+    def warmup(self) -> None:
+        self.predict([["warm up", "warm"]], {})
+
+
+def _is_pair(pair: Any) -> bool:
+    return isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(text, str) for text in pair)

@@ -1,0 +1,33 @@
+"""fill-mask: the most likely tokens for the mask token in a text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hubserve.errors import BadRequest
+from hubserve.worker.tasks.base import LoadOptions
+from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
+
+
+class FillMaskAdapter(PipelineAdapter):
+    """`[{"score", "token", "token_str", "sequence"}]` (a list of those per mask or per text)."""
+
+    task = "fill-mask"
+    parameters = frozenset({"top_k", "targets", "tokenizer_kwargs"})
+
+    def __init__(self, model_dir: Path, options: LoadOptions) -> None:
+        super().__init__(model_dir, options)
+        mask_token = getattr(self.pipe.tokenizer, "mask_token", None)
+        if not isinstance(mask_token, str):
+            raise ValueError("fill-mask needs a tokenizer with a mask token")
+        self.mask_token = mask_token
+
+    def prepare(self, inputs: Any) -> Any:
+        texts = require_texts(inputs)
+        if any(self.mask_token not in text for text in ([texts] if isinstance(texts, str) else texts)):
+            raise BadRequest(f"every input must contain the mask token {self.mask_token}")
+        return texts
+
+    def warmup(self) -> None:
+        self.predict(f"Paris is the {self.mask_token} of France.", {})

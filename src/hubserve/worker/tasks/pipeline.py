@@ -1,0 +1,134 @@
+"""Adapters over transformers pipelines: the shared base, and the pass-through for any other pipeline task."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from transformers import Pipeline
+
+from hubserve.errors import BadRequest
+from hubserve.worker.tasks.base import LoadOptions, TaskAdapter, unused_parameters_message
+from hubserve.worker.tasks.generation import GENERATION_PARAMETERS
+from hubserve.worker.tasks.loading import build_pipeline
+from hubserve.worker.tasks.media import decode_audio, decode_images
+
+# Arguments of `Pipeline.__call__` itself that a request may set.
+CALL_PARAMETERS = frozenset({"batch_size"})
+
+
+def plain(value: Any) -> Any:
+    """Plain Python numbers and lists for numpy and torch values (images stay: the codecs encode them)."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, np.ndarray | np.generic | torch.Tensor):
+        return value.tolist()
+    return value
+
+
+def require_texts(inputs: Any) -> str | list[str]:
+    """A string or a non-empty list of strings, or a BadRequest saying so."""
+    if isinstance(inputs, str) or (
+        isinstance(inputs, list) and inputs and all(isinstance(item, str) for item in inputs)
+    ):
+        return inputs
+    raise BadRequest("inputs must be a string or a non-empty list of strings")
+
+
+class PipelineAdapter(TaskAdapter):
+    """A task served by the transformers pipeline of the same name: `predict` calls it with the parameters."""
+
+    # A small request `warmup` sends, or None to skip it.
+    warmup_inputs: ClassVar[Any] = None
+    warmup_parameters: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model_dir: Path, options: LoadOptions) -> None:
+        super().__init__(model_dir, options)
+        self.pipe = build_pipeline(self.task, model_dir, options)
+
+    def prepare(self, inputs: Any) -> Any:
+        """Validate and decode `inputs` for the pipeline."""
+        return inputs
+
+    def call_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """The pipeline keyword arguments for a request's (checked, copied) parameters."""
+        return parameters
+
+    def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        self.check_parameters(parameters)
+        # Pipelines may write into nested parameter dicts (tokenizer kwargs): never hand them the caller's.
+        kwargs = self.call_parameters(copy.deepcopy(parameters))
+        routed_parameters(self.pipe, self.task, kwargs)
+        return plain(self.pipe(self.prepare(inputs), **kwargs))
+
+    def warmup(self) -> None:
+        if self.warmup_inputs is not None:
+            self.predict(self.warmup_inputs, dict(self.warmup_parameters))
+
+
+class GenericPipelineAdapter(PipelineAdapter):
+    """Any pipeline task without an adapter of its own: inputs and parameters pass through as they are.
+
+    Parameters are those of the pipeline's `_sanitize_parameters`; images and audio may come as bytes or base64.
+    """
+
+    def check_parameters(self, parameters: dict[str, Any]) -> None:
+        unknown = unknown_pipeline_parameters(self.pipe, self.task, parameters)
+        if unknown:
+            raise BadRequest(unused_parameters_message(unknown, self.task))
+
+    def prepare(self, inputs: Any) -> Any:
+        """Images (the main input of vision pipelines, or an "image"/"images" entry) and the audio of audio
+        pipelines are decoded here, so that the pipeline never opens a path or URL a request names."""
+        if isinstance(inputs, dict) and {"image", "images"} & set(inputs):
+            return {
+                key: decode_images(value) if key in ("image", "images") else value
+                for key, value in inputs.items()
+            }
+        if getattr(self.pipe, "_load_image_processor", False):
+            return decode_images(inputs)
+        rate = getattr(self.pipe.feature_extractor, "sampling_rate", None)
+        if getattr(self.pipe, "_load_feature_extractor", False) and rate:
+            return decode_audio(inputs, rate)
+        return inputs
+
+
+def routed_parameters(pipe: Pipeline, task: str, kwargs: dict[str, Any]) -> set[str]:
+    """The names the pipeline's `_sanitize_parameters` routes to a stage; a value it rejects is a BadRequest."""
+    stage_kwargs = {name: value for name, value in kwargs.items() if name not in CALL_PARAMETERS}
+    try:
+        stages = pipe._sanitize_parameters(**copy.deepcopy(stage_kwargs))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BadRequest(f"invalid parameters for {task}: {exc}") from None
+    return {name for stage in stages for name in stage}
+
+
+def unknown_pipeline_parameters(pipe: Pipeline, task: str, parameters: dict[str, Any]) -> list[str]:
+    """The names in `parameters` that the pipeline would not use (sorted)."""
+    signature = inspect.signature(pipe._sanitize_parameters)
+    named = {
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+    rest = {name: value for name, value in parameters.items() if name not in named | CALL_PARAMETERS}
+    if getattr(pipe, "_pipeline_calls_generate", False):
+        rest = {name: value for name, value in rest.items() if name not in GENERATION_PARAMETERS}
+    if not rest or not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return sorted(rest)
+    # It takes `**kwargs`: those it routes to its preprocess, forward or postprocess stage are used.
+    return sorted(set(rest) - routed_parameters(pipe, task, rest))
+
+
+@functools.cache
+def pipeline_adapter(task: str) -> type[TaskAdapter]:
+    """The pass-through adapter class for a transformers pipeline task (one class per task)."""
+    name = "".join(part.capitalize() for part in task.replace("_", "-").split("-")) + "Adapter"
+    return type(name, (GenericPipelineAdapter,), {"task": task, "__module__": __name__})

@@ -1,0 +1,30 @@
+"""text-classification (alias sentiment-analysis): a label and score per text, or per text pair."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hubserve.errors import BadRequest
+from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
+
+PAIR_KEYS = frozenset({"text", "text_pair"})
+
+
+class TextClassificationAdapter(PipelineAdapter):
+    """`[{"label", "score"}]` for a string (top-1, or the `top_k` best), a list of them for a list."""
+
+    task = "text-classification"
+    aliases = ("sentiment-analysis",)
+    parameters = frozenset({"top_k", "function_to_apply", "truncation", "max_length", "padding"})
+    warmup_inputs = "warm up"
+
+    def prepare(self, inputs: Any) -> Any:
+        pairs = inputs if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict) else [inputs]
+        if not all(isinstance(pair, dict) for pair in pairs):
+            return require_texts(inputs)
+        for pair in pairs:
+            if not (set(pair) <= PAIR_KEYS and isinstance(pair.get("text"), str)):
+                raise BadRequest('a text pair must be {"text": str, "text_pair": str}')
+            if not isinstance(pair.get("text_pair", ""), str):
+                raise BadRequest('"text_pair" must be a string')
+        return inputs

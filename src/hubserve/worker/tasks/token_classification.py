@@ -1,0 +1,20 @@
+"""token-classification (alias ner): entities with their character offsets, optionally grouped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
+
+
+class TokenClassificationAdapter(PipelineAdapter):
+    """`[{entity, score, index, word, start, end}]`, or `[{entity_group, score, word, start, end}]`
+    with an `aggregation_strategy` (simple, first, average, max)."""
+
+    task = "token-classification"
+    aliases = ("ner",)
+    parameters = frozenset({"aggregation_strategy", "ignore_labels", "stride"})
+    warmup_inputs = "My name is Sarah and I live in London"
+
+    def prepare(self, inputs: Any) -> Any:
+        return require_texts(inputs)

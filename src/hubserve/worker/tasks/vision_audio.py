@@ -1,0 +1,61 @@
+"""image-classification, automatic-speech-recognition and audio-classification: transformers pipelines fed
+with images and audio we decode ourselves (no paths, URLs or ffmpeg)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from hubserve.errors import BadRequest
+from hubserve.worker.tasks.media import decode_audio, decode_images
+from hubserve.worker.tasks.pipeline import PipelineAdapter
+
+
+def _many(inputs: Any) -> bool:
+    """A list of several media inputs (not a list of float samples)."""
+    return (
+        isinstance(inputs, list)
+        and bool(inputs)
+        and all(isinstance(item, str | bytes | dict) for item in inputs)
+    )
+
+
+class ImageClassificationAdapter(PipelineAdapter):
+    """`[{"label", "score"}]` (the `top_k` best, 5 by default) for an image; a list of those for a list."""
+
+    task = "image-classification"
+    parameters = frozenset({"top_k", "function_to_apply"})
+    warmup_inputs = Image.new("RGB", (32, 32))
+
+    def prepare(self, inputs: Any) -> Any:
+        return decode_images(inputs)
+
+
+class AudioAdapter(PipelineAdapter):
+    """Audio in (file bytes, base64, samples): decoded to the feature extractor's sampling rate."""
+
+    warmup_inputs = np.zeros(16_000, dtype=np.float32)
+
+    def prepare(self, inputs: Any) -> Any:
+        rate = getattr(self.pipe.feature_extractor, "sampling_rate", None)
+        if not rate:
+            raise BadRequest(f"this model has no audio feature extractor: it cannot serve {self.task}")
+        if _many(inputs):
+            return [decode_audio(item, rate) for item in inputs]
+        return decode_audio(inputs, rate)
+
+
+class AutomaticSpeechRecognitionAdapter(AudioAdapter):
+    """`{"text": str}` (with `"chunks"` when `return_timestamps` is set)."""
+
+    task = "automatic-speech-recognition"
+    parameters = frozenset({"return_timestamps", "chunk_length_s", "stride_length_s", "generate_kwargs"})
+
+
+class AudioClassificationAdapter(AudioAdapter):
+    """`[{"label", "score"}]` (the `top_k` best, 5 by default)."""
+
+    task = "audio-classification"
+    parameters = frozenset({"top_k", "function_to_apply"})

@@ -1,0 +1,30 @@
+"""zero-shot-classification: scores for labels chosen per request, with an NLI model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hubserve.errors import BadRequest
+from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
+
+
+class ZeroShotClassificationAdapter(PipelineAdapter):
+    """`{"sequence", "labels", "scores"}` (labels best first), a list of them for a list of texts."""
+
+    task = "zero-shot-classification"
+    parameters = frozenset({"candidate_labels", "multi_label", "hypothesis_template"})
+    warmup_inputs = "I love football"
+    warmup_parameters = {"candidate_labels": ["sports", "politics"]}
+
+    def prepare(self, inputs: Any) -> Any:
+        return require_texts(inputs)
+
+    def call_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        labels = parameters.get("candidate_labels")
+        if isinstance(labels, str):  # "a, b, c", as the pipeline splits it
+            labels = [label.strip() for label in labels.split(",") if label.strip()]
+        if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
+            raise BadRequest(
+                "zero-shot-classification needs parameters.candidate_labels: a list of label strings"
+            )
+        return {**parameters, "candidate_labels": labels}

@@ -1,0 +1,144 @@
+"""Shared fixtures: tiny models built once per session, and a real hubserve server on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+
+ADMIN_TOKEN = "hs_admin_test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    home: Path
+    token: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    _client: Any = None
+
+    def client(self) -> Any:
+        """The admin's `hubserve.Client` for this server (one, closed when the server stops)."""
+        if self._client is None:
+            from hubserve import Client
+
+            self._client = Client(url=self.url, token=self.token)
+        return self._client
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(home: Path, env: dict[str, str] | None = None, port: int | None = None) -> Server:
+    port = port or free_port()
+    log = home.parent / f"{home.name}-server-{port}.log"
+    full_env = {**os.environ, "HUBSERVE_ADMIN_TOKEN": ADMIN_TOKEN, "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **(env or {})}
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hubserve", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--home", str(home)], env=full_env, stdout=handle, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
+                return Server(url=url, home=home, token=ADMIN_TOKEN, process=process, log=log)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("hubserve") / "home")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`tiny_model(task)`: the folder of a tiny random model for that task, built once per session."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    built: dict[str, Path] = {}
+
+    def get(task: str) -> Path:
+        from tiny_models import build_tiny_model
+
+        if task not in built:
+            built[task] = build_tiny_model(task, root / task)
+        return built[task]
+
+    return get
+
+
+@pytest.fixture
+def deploy(server: Server) -> Iterator[Callable[..., str]]:
+    """`deploy(name, model, **spec)`: create an endpoint, wait until it runs, return its URL; deleted after."""
+    client = server.client()
+    created: list[str] = []
+
+    def make(name: str, model: str | None, **spec: object) -> str:
+        client.create_endpoint({"name": name, "model": model, **spec})
+        created.append(name)
+        client.wait(name, timeout=600)
+        return f"{server.url}/endpoints/{name}"
+
+    yield make
+    for name in created:
+        with contextlib.suppress(Exception):
+            client.delete_endpoint(name)
+
+
+@pytest.fixture
+def deploy_fails(server: Server) -> Iterator[Callable[..., str]]:
+    """`deploy_fails(name, model, **spec)`: create an endpoint that must end `failed`; its message."""
+    from hubserve.client import HubserveAPIError
+
+    client = server.client()
+    created: list[str] = []
+
+    def make(name: str, model: str, **spec: object) -> str:
+        client.create_endpoint({"name": name, "model": model, **spec})
+        created.append(name)
+        with pytest.raises(HubserveAPIError, match="failed"):
+            client.wait(name, timeout=300)
+        status = client.get_endpoint(name)["status"]
+        assert status["state"] == "failed"
+        return str(status["message"])
+
+    yield make
+    for name in created:
+        client.delete_endpoint(name)
