@@ -14,9 +14,12 @@ class InvocationRequest:
     accept: str = "application/json"
     # Protocol extras the model code may read (SageMaker custom attributes, inference id, ...).
     attributes: dict[str, str] = field(default_factory=dict)
+    # Answer with a stream of events (tokens) instead of one body.
+    stream: bool = False
 
     def header(self) -> dict[str, object]:
-        return {"content_type": self.content_type, "accept": self.accept, "attributes": self.attributes}
+        return {"content_type": self.content_type, "accept": self.accept, "attributes": self.attributes,
+                "stream": self.stream}
 
     @classmethod
     def from_header(cls, header: dict[str, object], body: bytes) -> InvocationRequest:
@@ -27,6 +30,7 @@ class InvocationRequest:
             content_type=str(header.get("content_type") or "application/json"),
             accept=str(header.get("accept") or "application/json"),
             attributes={str(k): str(v) for k, v in attributes.items()},
+            stream=bool(header.get("stream")),
         )
 
 

@@ -25,6 +25,8 @@ class ServerSettings(BaseSettings):
     replica_start_grace_s: float = 0.0
     # How long a stopping replica may finish its in-flight requests.
     drain_timeout_s: float = 30.0
+    # Fork CPU replicas from a process that has imported torch and transformers already (fast cold starts).
+    zygote: bool = True
 
     @property
     def db_path(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -73,6 +74,12 @@ async def update_endpoint(name: str, change: EndpointUpdate, request: Request) -
 async def delete_endpoint(name: str, request: Request) -> Response:
     await manager_of(request).delete(name)
     return Response(status_code=204)
+
+
+@router.get("/endpoints/{name}/stats")
+async def endpoint_stats(name: str, request: Request) -> dict[str, Any]:
+    """The engine counters of each ready replica (batches formed, sizes, queue waits, generation steps)."""
+    return {"name": name, "replicas": await manager_of(request).get(name).stats()}
 
 
 @router.get("/endpoints/{name}/logs", response_model=None)

@@ -6,33 +6,20 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from hubserve.errors import NoReadyReplica
 from hubserve.invocation import InvocationRequest, InvocationResult
-from hubserve.serving.hub import WorkerHub
+from hubserve.serving.context import ServingContext
+from hubserve.serving.replica import Replica
 from hubserve.serving.replica_set import ReplicaSet
 from hubserve.spec import Endpoint, EndpointSpec, EndpointState, EndpointStatus, ReplicaInfo
 
 log = logging.getLogger("hubserve.serving")
 
 LOG_LINES_IN_FAILURE = 20
-
-
-@dataclass
-class ServingContext:
-    """What every endpoint needs from the server around it."""
-
-    hub: WorkerHub
-    logs_dir: Path
-    models_dir: Path
-    drain_timeout_s: float
-    save: Callable[[EndpointSpec, EndpointStatus], None]
-
-    def log_path(self, name: str) -> Path:
-        return self.logs_dir / f"{name}.log"
 
 
 def tail_lines(path: Path, count: int) -> list[str]:
@@ -59,7 +46,7 @@ class EndpointRuntime:
         return Endpoint(spec=self.spec, status=self.status)
 
     def _new_set(self, spec: EndpointSpec) -> ReplicaSet:
-        return ReplicaSet(spec, self.context.hub, self.log_path, self.context.models_dir, self._refresh)
+        return ReplicaSet(spec, self.context, self._refresh)
 
     def _save(self) -> None:
         self.status.updated_at = time.time()
@@ -167,10 +154,24 @@ class EndpointRuntime:
         self._save()
 
     # data path
-    async def invoke(self, request: InvocationRequest) -> InvocationResult:
+    def _pick(self) -> Replica:
         replica = self.active.pick() if self.active is not None else None
         if replica is None:
             raise NoReadyReplica(
                 f"endpoint {self.spec.name} has no ready replica (state: {self.status.state})", retry_after=5
             )
-        return await replica.invoke(request, self.spec.timeout_s)
+        return replica
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResult:
+        return await self._pick().invoke(request, self.spec.timeout_s)
+
+    async def stream(self, request: InvocationRequest) -> AsyncIterator[bytes]:
+        """Streamed events; the timeout bounds the wait for the first one."""
+        return await self._pick().stream(request, self.spec.timeout_s)
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Each ready replica's engine counters."""
+        replicas = [r for r in (self.active.replicas if self.active else []) if r.ready]
+        stats = await asyncio.gather(*(r.stats() for r in replicas), return_exceptions=True)
+        return [{"id": r.id, "pid": r.pid, "in_flight": r.in_flight,
+                 **(s if isinstance(s, dict) else {"error": str(s)})} for r, s in zip(replicas, stats, strict=True)]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from hubserve.errors import Conflict, NotFound
-from hubserve.serving.endpoint import EndpointRuntime, ServingContext
+from hubserve.serving.context import ServingContext
+from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.hub import WorkerHub
+from hubserve.serving.spawner import Spawner
 from hubserve.settings import ServerSettings
 from hubserve.spec import Endpoint, EndpointSpec, EndpointStatus, EndpointUpdate
 from hubserve.store import Store
@@ -17,14 +19,17 @@ class EndpointManager:
         self.settings = settings
         self.store = store
         self.hub = WorkerHub()
+        self.spawner = Spawner(settings.logs_dir / "zygote.log")
         self.context = ServingContext(
-            hub=self.hub, logs_dir=settings.logs_dir, models_dir=settings.models_dir,
+            hub=self.hub, spawner=self.spawner, logs_dir=settings.logs_dir, models_dir=settings.models_dir,
             drain_timeout_s=settings.drain_timeout_s, save=store.save_endpoint,
         )
         self._endpoints: dict[str, EndpointRuntime] = {}
 
     async def start(self) -> None:
         await self.hub.start()
+        if self.settings.zygote:
+            await self.spawner.start_zygote()
         for saved in self.store.load_endpoints():
             runtime = EndpointRuntime(saved.spec, saved.status, self.context)
             self._endpoints[saved.spec.name] = runtime
@@ -33,6 +38,7 @@ class EndpointManager:
     async def shutdown(self) -> None:
         await asyncio.gather(*(r.stop() for r in self._endpoints.values()))
         await self.hub.close()
+        await self.spawner.close()
 
     def get(self, name: str) -> EndpointRuntime:
         runtime = self._endpoints.get(name)

@@ -8,15 +8,15 @@ import logging
 import os
 import secrets
 import signal
-import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
-from pathlib import Path
+from typing import Any
 
 from hubserve.channel import Channel, ChannelClosed
 from hubserve.errors import HubserveError, InvocationTimeout, ModelError, error_from_dict
 from hubserve.invocation import InvocationRequest, InvocationResult
-from hubserve.serving.hub import WorkerHub
+from hubserve.serving.context import ServingContext
+from hubserve.serving.spawner import WorkerProcess
 from hubserve.spec import EndpointSpec
 from hubserve.worker.config import CONFIG_ENV, WorkerConfig
 
@@ -31,8 +31,8 @@ class ReplicaState(StrEnum):
 
 
 class Replica:
-    def __init__(self, replica_id: str, spec: EndpointSpec, hub: WorkerHub, log_path: Path,
-                 models_dir: Path, on_change: Callable[[Replica], None]) -> None:
+    def __init__(self, replica_id: str, spec: EndpointSpec, context: ServingContext,
+                 on_change: Callable[[Replica], None]) -> None:
         self.id = replica_id
         self.spec = spec
         self.secret = secrets.token_hex(16)
@@ -42,28 +42,26 @@ class Replica:
         self.pid: int | None = None
         self.in_flight = 0
         self.stopping = False
-        self._hub = hub
-        self._log_path = log_path
-        self._models_dir = models_dir
+        self._context = context
+        self._hub = context.hub
+        self._log_path = context.log_path(spec.name)
         self._on_change = on_change
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: WorkerProcess | None = None
+        self._exit_code: int | None = None
         self._channel: Channel | None = None
-        self._pending: dict[int, asyncio.Future[InvocationResult]] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._streams: dict[int, asyncio.Queue[tuple[str, Any]]] = {}
         self._next_id = 0
         self._settled = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         config = WorkerConfig(replica_id=self.id, spec=self.spec, host=self._hub.host, port=self._hub.port,
-                              secret=self.secret, models_dir=str(self._models_dir))
+                              secret=self.secret, models_dir=str(self._context.models_dir))
         env = {**os.environ, **self.spec.env, CONFIG_ENV: config.model_dump_json(),
                "PYTHONUNBUFFERED": "1"}
         self._hub.expect(self.id, self)
-        with open(self._log_path, "ab") as log_file:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hubserve.worker", env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )
+        self._process = await self._context.spawner.start(self.spec, env, self._log_path)
         self.pid = self._process.pid
         self._spawn(self._watch_process())
 
@@ -89,14 +87,21 @@ class Replica:
             op = header.get("op")
             if op == "state":
                 self._set_state(header)
-            elif op in ("result", "error"):
-                future = self._pending.pop(int(header["id"]), None)
-                if future is None or future.done():
-                    continue
-                if op == "result":
-                    future.set_result(InvocationResult(body=body, content_type=str(header["content_type"])))
-                else:
-                    future.set_exception(error_from_dict(header["error"]))
+                continue
+            request_id = int(header.get("id", 0))
+            stream = self._streams.get(request_id)
+            if stream is not None:
+                stream.put_nowait((str(op), error_from_dict(header["error"]) if op == "error" else body))
+                continue
+            future = self._pending.pop(request_id, None)
+            if future is None or future.done():
+                continue
+            if op == "result":
+                future.set_result(InvocationResult(body=body, content_type=str(header["content_type"])))
+            elif op == "stats":
+                future.set_result(header["stats"])
+            elif op == "error":
+                future.set_exception(error_from_dict(header["error"]))
 
     def _set_state(self, header: dict[str, object]) -> None:
         if header.get("state") == "ready":
@@ -110,7 +115,7 @@ class Replica:
 
     async def _watch_process(self) -> None:
         assert self._process is not None
-        code = await self._process.wait()
+        code = self._exit_code = await self._process.wait()
         self._hub.forget(self.id)
         if self.state == ReplicaState.starting:
             self.state = ReplicaState.failed
@@ -124,6 +129,8 @@ class Replica:
             if not future.done():
                 future.set_exception(lost)
         self._pending.clear()
+        for stream in self._streams.values():
+            stream.put_nowait(("error", lost))
         if self._channel is not None:
             self._channel.close()
         self._settled.set()
@@ -133,16 +140,27 @@ class Replica:
     def ready(self) -> bool:
         return self.state == ReplicaState.ready and not self.stopping
 
-    async def invoke(self, request: InvocationRequest, timeout: float) -> InvocationResult:
+    def _open(self) -> tuple[Channel, int]:
         if self._channel is None or not self.ready:
             raise HubserveError("replica is not ready")
         self._next_id += 1
-        request_id = self._next_id
-        future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
+        return self._channel, self._next_id
+
+    async def invoke(self, request: InvocationRequest, timeout: float) -> InvocationResult:
+        result: InvocationResult = await self._call({"op": "invoke", **request.header()}, request.body, timeout)
+        return result
+
+    async def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self._call({"op": "stats"}, b"", 10.0)
+        return stats
+
+    async def _call(self, header: dict[str, Any], body: bytes, timeout: float) -> Any:
+        channel, request_id = self._open()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         self.in_flight += 1
         try:
-            await self._channel.send({"op": "invoke", "id": request_id, **request.header()}, request.body)
+            await channel.send({**header, "id": request_id}, body)
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             await self._cancel(request_id)
@@ -156,6 +174,45 @@ class Replica:
         finally:
             self.in_flight -= 1
             self._pending.pop(request_id, None)
+
+    async def stream(self, request: InvocationRequest, timeout: float) -> AsyncIterator[bytes]:
+        """The events of a streamed answer. Errors before the first event raise here, before any is sent;
+        closing the iterator early cancels the request in the worker."""
+        channel, request_id = self._open()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._streams[request_id] = queue
+        self.in_flight += 1
+        try:
+            await channel.send({"op": "invoke", **request.header(), "id": request_id}, request.body)
+            first = await asyncio.wait_for(queue.get(), timeout)
+        except BaseException:
+            await self._end_stream(request_id, cancel=True)
+            raise
+        return self._stream_events(request_id, queue, first)
+
+    async def _stream_events(self, request_id: int, queue: asyncio.Queue[tuple[str, Any]],
+                             first: tuple[str, Any]) -> AsyncIterator[bytes]:
+        message = first
+        finished = False
+        try:
+            while True:
+                op, value = message
+                if op == "error":
+                    finished = True
+                    raise value
+                if op == "end":
+                    finished = True
+                    return
+                yield value
+                message = await queue.get()
+        finally:
+            await self._end_stream(request_id, cancel=not finished)
+
+    async def _end_stream(self, request_id: int, cancel: bool) -> None:
+        if self._streams.pop(request_id, None) is not None:
+            self.in_flight -= 1
+        if cancel:
+            await self._cancel(request_id)
 
     async def _cancel(self, request_id: int) -> None:
         if self._channel is not None:
@@ -176,7 +233,7 @@ class Replica:
 
     async def _terminate(self, grace: float) -> None:
         process = self._process
-        if process is None or process.returncode is not None:
+        if process is None or self._exit_code is not None:
             return
         try:
             await asyncio.wait_for(process.wait(), grace)

@@ -8,9 +8,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
-from hubserve.serving.hub import WorkerHub
+from hubserve.serving.context import ServingContext
 from hubserve.serving.replica import Replica, ReplicaState
 from hubserve.spec import EndpointSpec
 
@@ -20,15 +19,13 @@ RESTART_BACKOFF_S = (0.0, 1.0, 2.0, 5.0, 10.0)
 
 
 class ReplicaSet:
-    def __init__(self, spec: EndpointSpec, hub: WorkerHub, log_path: Path, models_dir: Path,
-                 on_change: Callable[[], None]) -> None:
+    def __init__(self, spec: EndpointSpec, context: ServingContext, on_change: Callable[[], None]) -> None:
         self.spec = spec
         self.replicas: list[Replica] = []
         self.restarts = 0
         self.last_incident: str | None = None
-        self._hub = hub
-        self._log_path = log_path
-        self._models_dir = models_dir
+        self._context = context
+        self._log_path = context.log_path(spec.name)
         self._on_change = on_change
         self._round_robin = itertools.count()
         self._closed = False
@@ -46,7 +43,7 @@ class ReplicaSet:
 
     async def _add(self) -> Replica:
         replica_id = f"{self.spec.name}-{uuid.uuid4().hex[:8]}"
-        replica = Replica(replica_id, self.spec, self._hub, self._log_path, self._models_dir, self._replica_changed)
+        replica = Replica(replica_id, self.spec, self._context, self._replica_changed)
         self.replicas.append(replica)
         await replica.start()
         self.note(f"replica {replica_id} started (pid {replica.pid})")

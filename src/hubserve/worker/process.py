@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -37,6 +38,7 @@ class ReplicaServer:
             traceback.print_exc()
             await self.channel.send({"op": "state", "state": "failed", "message": _describe(exc)})
             return 3
+        self.engine.start()
         await self.channel.send({"op": "state", "state": "ready", "task": self.engine.task})
         log.info("replica %s ready (task %s)", self.config.replica_id, self.engine.task)
         return await self._serve()
@@ -52,9 +54,12 @@ class ReplicaServer:
             if op == "invoke":
                 request_id = int(header["id"])
                 request = InvocationRequest.from_header(header, body)
-                task = asyncio.create_task(self._invoke(request_id, request))
+                work = self._stream(request_id, request) if request.stream else self._invoke(request_id, request)
+                task = asyncio.create_task(work)
                 self.tasks[request_id] = task
                 task.add_done_callback(lambda _t, rid=request_id: self.tasks.pop(rid, None))
+            elif op == "stats":
+                await self._reply({"op": "stats", "id": header["id"], "stats": self.engine.stats()})
             elif op == "cancel":
                 task = self.tasks.get(int(header["id"]))
                 if task is not None:
@@ -70,14 +75,28 @@ class ReplicaServer:
             result = await self.engine.invoke(request)
         except asyncio.CancelledError:
             return
-        except HubserveError as exc:
-            await self._reply({"op": "error", "id": request_id, "error": exc.to_dict()})
-            return
-        except Exception as exc:  # the engine already maps model failures; this is a last guard
-            traceback.print_exc()
-            await self._reply({"op": "error", "id": request_id, "error": ModelError(_describe(exc)).to_dict()})
+        except Exception as exc:
+            await self._fail(request_id, exc)
             return
         await self._reply({"op": "result", "id": request_id, "content_type": result.content_type}, result.body)
+
+    async def _stream(self, request_id: int, request: InvocationRequest) -> None:
+        assert self.engine is not None
+        try:
+            async for event in self.engine.stream(request):
+                await self._reply({"op": "chunk", "id": request_id}, json.dumps(event).encode())
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            await self._fail(request_id, exc)
+            return
+        await self._reply({"op": "end", "id": request_id})
+
+    async def _fail(self, request_id: int, exc: Exception) -> None:
+        if not isinstance(exc, HubserveError):  # the engine maps model failures; this is a last guard
+            traceback.print_exc()
+            exc = ModelError(_describe(exc))
+        await self._reply({"op": "error", "id": request_id, "error": exc.to_dict()})
 
     async def _reply(self, header: dict[str, object], body: bytes = b"") -> None:
         with contextlib.suppress(ChannelClosed):

@@ -32,6 +32,8 @@ class TaskAdapter:
     aliases: ClassVar[tuple[str, ...]] = ()
     # Parameter names this task accepts; None means it decides itself in `check_parameters`.
     parameters: ClassVar[frozenset[str] | None] = None
+    # How many inputs the dynamic batcher runs together unless the endpoint's spec says otherwise.
+    default_max_batch_size: ClassVar[int] = 8
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         self.model_dir = model_dir
@@ -46,6 +48,14 @@ class TaskAdapter:
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
         raise NotImplementedError
+
+    def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        """Outputs for several single inputs sharing `parameters`, each exactly as `predict(item)` returns it.
+
+        Adapters whose model takes a batch override this with one forward pass over all of them; the
+        engine's dynamic batcher calls it with the inputs of concurrent requests.
+        """
+        return [self.predict(item, parameters) for item in items]
 
     def warmup(self) -> None:
         """Run one small request so the first real one does not pay for lazy initialisation."""

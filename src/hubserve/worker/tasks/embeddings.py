@@ -21,11 +21,24 @@ class FeatureExtractionAdapter(PipelineAdapter):
     """The last hidden states: `[[[float]]]` (1 x tokens x hidden) per text."""
 
     task = "feature-extraction"
+    default_max_batch_size = 32
     parameters = frozenset({"truncation", "tokenize_kwargs"})
     warmup_inputs = "warm up"
 
     def prepare(self, inputs: Any) -> Any:
         return require_texts(inputs)
+
+    def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        outputs = super().predict_items(items, parameters)
+        # Within a batch every text is padded to the longest: keep each text's own tokens only.
+        tokenize = {"truncation": parameters.get("truncation", False), **parameters.get("tokenize_kwargs", {})}
+        left = self.pipe.tokenizer.padding_side == "left"
+        trimmed = []
+        for item, output in zip(items, outputs, strict=True):
+            count = len(self.pipe.tokenizer(item, **tokenize)["input_ids"])
+            rows = output[0]
+            trimmed.append([rows[len(rows) - count:] if left else rows[:count]])
+        return trimmed
 
 
 class SentenceTransformerAdapter(TaskAdapter):
@@ -48,10 +61,17 @@ class SentenceEmbeddingsAdapter(SentenceTransformerAdapter):
     """`{"embeddings": [float]}` for a string, `{"embeddings": [[float], ...]}` for a list of strings."""
 
     task = "sentence-embeddings"
+    default_max_batch_size = 32
     parameters = ENCODE_PARAMETERS
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
         return {"embeddings": self.encode(require_texts(inputs), parameters).tolist()}
+
+    def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        texts = [require_texts(item) for item in items]
+        if not all(isinstance(text, str) for text in texts):
+            return super().predict_items(items, parameters)
+        return [{"embeddings": vector.tolist()} for vector in self.encode(texts, parameters)]
 
     def warmup(self) -> None:
         self.predict("warm up", {})

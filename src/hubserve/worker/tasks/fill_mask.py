@@ -14,6 +14,7 @@ class FillMaskAdapter(PipelineAdapter):
     """`[{"score", "token", "token_str", "sequence"}]` (a list of those per mask or per text)."""
 
     task = "fill-mask"
+    default_max_batch_size = 32
     parameters = frozenset({"top_k", "targets", "tokenizer_kwargs"})
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:

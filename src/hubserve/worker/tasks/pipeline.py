@@ -61,12 +61,25 @@ class PipelineAdapter(TaskAdapter):
         """The pipeline keyword arguments for a request's (checked, copied) parameters."""
         return parameters
 
-    def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+    def pipeline_kwargs(self, parameters: dict[str, Any]) -> dict[str, Any]:
         self.check_parameters(parameters)
         # Pipelines may write into nested parameter dicts (tokenizer kwargs): never hand them the caller's.
         kwargs = self.call_parameters(copy.deepcopy(parameters))
         routed_parameters(self.pipe, self.task, kwargs)
-        return plain(self.pipe(self.prepare(inputs), **kwargs))
+        return kwargs
+
+    def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        return plain(self.pipe(self.prepare(inputs), **self.pipeline_kwargs(parameters)))
+
+    def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        kwargs = self.pipeline_kwargs(parameters)
+        prepared = [self.prepare(item) for item in items]
+        outputs = self.pipe(prepared, batch_size=len(prepared), **kwargs)
+        return [self.item_output(plain(output)) for output in outputs]
+
+    def item_output(self, output: Any) -> Any:
+        """What `predict(item)` returns, given the pipeline's output for that item within a list."""
+        return output
 
     def warmup(self) -> None:
         if self.warmup_inputs is not None:

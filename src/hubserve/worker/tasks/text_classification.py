@@ -14,6 +14,7 @@ class TextClassificationAdapter(PipelineAdapter):
     """`[{"label", "score"}]` for a string (top-1, or the `top_k` best), a list of them for a list."""
 
     task = "text-classification"
+    default_max_batch_size = 32
     aliases = ("sentiment-analysis",)
     parameters = frozenset({"top_k", "function_to_apply", "truncation", "max_length", "padding"})
     warmup_inputs = "warm up"
@@ -28,3 +29,7 @@ class TextClassificationAdapter(PipelineAdapter):
             if not isinstance(pair.get("text_pair", ""), str):
                 raise BadRequest('"text_pair" must be a string')
         return inputs
+
+    def item_output(self, output: Any) -> Any:
+        # For one text the pipeline answers a list even for its top-1 label; within a list, the bare dict.
+        return output if isinstance(output, list) else [output]

@@ -12,6 +12,7 @@ class TokenClassificationAdapter(PipelineAdapter):
     with an `aggregation_strategy` (simple, first, average, max)."""
 
     task = "token-classification"
+    default_max_batch_size = 32
     aliases = ("ner",)
     parameters = frozenset({"aggregation_strategy", "ignore_labels", "stride"})
     warmup_inputs = "My name is Sarah and I live in London"

@@ -26,6 +26,7 @@ class ImageClassificationAdapter(PipelineAdapter):
     """`[{"label", "score"}]` (the `top_k` best, 5 by default) for an image; a list of those for a list."""
 
     task = "image-classification"
+    default_max_batch_size = 16
     parameters = frozenset({"top_k", "function_to_apply"})
     warmup_inputs = Image.new("RGB", (32, 32))
 

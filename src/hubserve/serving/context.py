@@ -1,0 +1,24 @@
+"""What every endpoint and replica needs from the server around it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubserve.serving.hub import WorkerHub
+from hubserve.serving.spawner import Spawner
+from hubserve.spec import EndpointSpec, EndpointStatus
+
+
+@dataclass
+class ServingContext:
+    hub: WorkerHub
+    spawner: Spawner
+    logs_dir: Path
+    models_dir: Path
+    drain_timeout_s: float
+    save: Callable[[EndpointSpec, EndpointStatus], None]
+
+    def log_path(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"

@@ -1,0 +1,182 @@
+"""The dynamic batcher and the batched task path: batches form, results reach the right caller,
+parameters never mix, a poisoned input fails only its request, an idle replica never waits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hubserve.errors import BadRequest, HubserveError, ModelError
+from hubserve.worker.batching import DynamicBatcher, Work
+from hubserve.worker.handlers import TaskModel
+from hubserve.worker.tasks import adapter_class
+from hubserve.worker.tasks.base import LoadOptions
+
+
+def run_batches(run: Callable[[list[Work]], list[Any]], works: list[Work], max_batch_size: int = 8,
+                max_delay_s: float = 0.0, stagger_s: float = 0.0) -> tuple[list[Any], DynamicBatcher]:
+    async def main() -> tuple[list[Any], DynamicBatcher]:
+        batcher = DynamicBatcher(run, ThreadPoolExecutor(1), max_batch_size, max_delay_s)
+        batcher.start()
+
+        async def one(index: int, work: Work) -> Any:
+            await asyncio.sleep(stagger_s * index)
+            try:
+                return await batcher.submit(work)
+            except HubserveError as exc:
+                return exc
+
+        results = await asyncio.gather(*(one(i, w) for i, w in enumerate(works)))
+        return list(results), batcher
+
+    return asyncio.run(main())
+
+
+def slow_echo(works: list[Work]) -> list[Any]:
+    time.sleep(0.05)
+    return [(w.inputs, len(works)) for w in works]
+
+
+def test_batches_form_under_concurrency_and_results_go_back_to_their_caller() -> None:
+    works = [Work(inputs=i, parameters={}) for i in range(20)]
+    results, batcher = run_batches(slow_echo, works, max_batch_size=8)
+    assert [inputs for inputs, _ in results] == list(range(20))
+    assert batcher.stats.largest_batch == 8
+    assert batcher.stats.batches < 20
+    assert batcher.stats.requests == 20
+
+
+def test_a_lone_request_runs_at_once_even_with_a_delay() -> None:
+    started = []
+
+    def run(works: list[Work]) -> list[Any]:
+        started.append(time.monotonic())
+        return [w.inputs for w in works]
+
+    begin = time.monotonic()
+    results, batcher = run_batches(run, [Work(inputs="x", parameters={})], max_delay_s=1.0)
+    assert results == ["x"]
+    assert started[0] - begin < 0.5  # did not sit out the 1 s batching delay
+    assert batcher.stats.sizes == {1: 1}
+
+
+def test_under_load_a_batch_waits_for_more_up_to_the_delay() -> None:
+    works = [Work(inputs=i, parameters={}) for i in range(6)]
+    # Requests trickle in 10 ms apart while a 50 ms batch runs: later batches gather several of them.
+    results, batcher = run_batches(slow_echo, works, max_batch_size=4, max_delay_s=0.03, stagger_s=0.01)
+    assert [inputs for inputs, _ in results] == list(range(6))
+    assert batcher.stats.largest_batch >= 3
+
+
+def test_list_inputs_count_by_their_size() -> None:
+    works = [Work(inputs=[1, 2, 3], parameters={}, size=3) for _ in range(4)]
+    _, batcher = run_batches(slow_echo, works, max_batch_size=6)
+    assert batcher.stats.largest_batch <= 6
+    assert set(batcher.stats.sizes) <= {3, 6}
+
+
+def test_cancelled_callers_are_dropped() -> None:
+    seen: list[Any] = []
+
+    def run(works: list[Work]) -> list[Any]:
+        seen.extend(w.inputs for w in works)
+        time.sleep(0.05)
+        return [w.inputs for w in works]
+
+    async def main() -> None:
+        batcher = DynamicBatcher(run, ThreadPoolExecutor(1), 8, 0.0)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(Work(inputs="first", parameters={})))
+        await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(batcher.submit(Work(inputs="gone", parameters={})))
+        await asyncio.sleep(0)
+        gone.cancel()
+        assert await first == "first"
+        assert await batcher.submit(Work(inputs="after", parameters={})) == "after"
+
+    asyncio.run(main())
+    assert "gone" not in seen
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_model: Callable[[str], Path]) -> TaskModel:
+    import torch
+
+    torch.set_num_threads(1)
+    task = "text-classification"
+    return TaskModel(task, adapter_class(task)(tiny_model(task), LoadOptions()))
+
+
+def test_batched_outputs_equal_single_outputs(classifier: TaskModel) -> None:
+    texts = ["a good day", "the movie was long and bad", "good", "a day"]
+    single = [classifier.adapter.predict(t, {}) for t in texts]
+    works = [Work(inputs=t, parameters={}) for t in texts]
+    assert classifier.run_batch(works) == single
+
+
+def test_parameters_never_mix(classifier: TaskModel) -> None:
+    works = [Work(inputs="a good day", parameters={}), Work(inputs="a good day", parameters={"top_k": 2}),
+             Work(inputs="a bad day", parameters={})]
+    results = classifier.run_batch(works)
+    assert len(results[0]) == 1 and len(results[1]) == 2 and len(results[2]) == 1
+    assert results[1] == classifier.adapter.predict("a good day", {"top_k": 2})
+
+
+def test_a_poisoned_input_fails_only_its_request(classifier: TaskModel) -> None:
+    works = [Work(inputs="a good day", parameters={}), Work(inputs=12345, parameters={}),
+             Work(inputs="a bad day", parameters={}), Work(inputs=["x", "y"], parameters={}, size=2)]
+    results = classifier.run_batch(works)
+    assert results[0] == classifier.adapter.predict("a good day", {})
+    assert isinstance(results[1], BadRequest | ModelError)
+    assert results[2] == classifier.adapter.predict("a bad day", {})
+    assert results[3] == classifier.adapter.predict(["x", "y"], {})
+
+
+@pytest.mark.parametrize("task, inputs", [
+    ("token-classification", ["my name is clara", "a day in berkeley"]),
+    ("fill-mask", ["the [MASK] is good", "a [MASK] day"]),
+    ("feature-extraction", ["a good day", "the movie"]),
+    ("sentence-embeddings", ["a good day", "the movie was long"]),
+])
+def test_batchable_adapters_match_their_single_answers(task: str, inputs: list[str],
+                                                       tiny_model: Callable[[str], Path]) -> None:
+    adapter = adapter_class(task)(tiny_model(task), LoadOptions())
+    batched = adapter.predict_items(inputs, {})
+    for text, output in zip(inputs, batched, strict=True):
+        single = adapter.predict(text, {})
+        assert _close(output, single), task
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) < 1e-4
+    return bool(a == b)
+
+
+def test_model_runs_off_the_event_loop() -> None:
+    loop_thread: list[int] = []
+    model_thread: list[int] = []
+
+    def run(works: list[Work]) -> list[Any]:
+        model_thread.append(threading.get_ident())
+        return [w.inputs for w in works]
+
+    async def main() -> None:
+        loop_thread.append(threading.get_ident())
+        batcher = DynamicBatcher(run, ThreadPoolExecutor(1), 4, 0.0)
+        batcher.start()
+        await batcher.submit(Work(inputs=1, parameters={}))
+
+    asyncio.run(main())
+    assert model_thread and model_thread[0] != loop_thread[0]
