@@ -69,7 +69,15 @@ class EngineSpec(BaseModel):
 
     max_batch_size: int | None = Field(default=None, ge=1, le=1024)
     max_batch_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
+    # Text generation, as TGI's limits: over max_concurrent_requests a request gets a 429.
     max_concurrent_requests: int = Field(default=128, ge=1)
+    max_input_tokens: int | None = Field(default=None, ge=1)
+    max_total_tokens: int | None = Field(default=None, ge=1)
+
+    def generation_limits(self) -> dict[str, int | float | None]:
+        return {"max_batch_size": self.max_batch_size, "max_batch_delay_ms": self.max_batch_delay_ms,
+                "max_concurrent_requests": self.max_concurrent_requests,
+                "max_input_tokens": self.max_input_tokens, "max_total_tokens": self.max_total_tokens}
 
 
 class SpecFields(BaseModel):

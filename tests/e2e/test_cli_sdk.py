@@ -91,15 +91,15 @@ def test_cli_tokens(server: Server) -> None:
 def test_sdk_model_deploy_predict_delete(server: Server, tmp_path: Path) -> None:
     from hubserve import Client, Model
 
-    client = Client(url=server.url, token=server.token)
-    model = Model(model=str(write_echo_model(tmp_path / "m")), env={"ECHO_VERSION": "sdk"}, client=client)
-    predictor = model.deploy(name="sdk-echo", replicas=1)
-    try:
-        assert predictor.predict({"inputs": "pid"})["version"] == "sdk"
-        assert predictor.predict({"inputs": "hello"})["echo"] == "hello"
-    finally:
-        predictor.delete_endpoint()
-    assert all(e["spec"]["name"] != "sdk-echo" for e in client.list_endpoints())
+    with Client(url=server.url, token=server.token) as client:
+        model = Model(model=str(write_echo_model(tmp_path / "m")), env={"ECHO_VERSION": "sdk"}, client=client)
+        predictor = model.deploy(name="sdk-echo", replicas=1)
+        try:
+            assert predictor.predict({"inputs": "pid"})["version"] == "sdk"
+            assert predictor.predict({"inputs": "hello"})["echo"] == "hello"
+        finally:
+            predictor.delete_endpoint()
+        assert all(e["spec"]["name"] != "sdk-echo" for e in client.list_endpoints())
 
 
 def test_client_reads_environment(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,4 +107,5 @@ def test_client_reads_environment(server: Server, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setenv("HUBSERVE_URL", server.url)
     monkeypatch.setenv("HUBSERVE_TOKEN", server.token)
-    assert isinstance(Client().list_endpoints(), list)
+    with Client() as client:
+        assert isinstance(client.list_endpoints(), list)

@@ -36,12 +36,14 @@ def echo(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 
 
 @pytest.fixture(scope="module")
-def runtime(server: Server) -> object:
-    return boto3.client(
+def runtime(server: Server) -> Iterator[object]:
+    client = boto3.client(
         "sagemaker-runtime", endpoint_url=server.url, region_name="us-east-1",
         aws_access_key_id="test", aws_secret_access_key="test",
         config=Config(retries={"max_attempts": 1, "mode": "standard"}),
     )
+    yield client
+    client.close()
 
 
 def test_boto3_invoke_endpoint(echo: str, runtime: object) -> None:

@@ -188,6 +188,9 @@ class Replica:
         except BaseException:
             await self._end_stream(request_id, cancel=True)
             raise
+        if first[0] == "error":
+            await self._end_stream(request_id, cancel=False)
+            raise first[1]
         return self._stream_events(request_id, queue, first)
 
     async def _stream_events(self, request_id: int, queue: asyncio.Queue[tuple[str, Any]],

@@ -32,7 +32,9 @@ class Engine:
         # Decoding bodies (JSON, images, audio) and encoding answers stay off the event loop too.
         self._codec_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codec")
         self.batcher: DynamicBatcher | None = None
-        if self.model is not None and self.generator is None:
+        if self.generator is not None:
+            self.generator.configure_generation(**engine_spec.generation_limits())
+        elif self.model is not None:
             size = engine_spec.max_batch_size or self.model.adapter.default_max_batch_size
             self.batcher = DynamicBatcher(self.model.run_batch, self._model_thread, size,
                                           engine_spec.max_batch_delay_ms / 1000)
@@ -76,7 +78,7 @@ class Engine:
         stats: dict[str, Any] = {"task": self.task}
         if self.batcher is not None:
             stats["batching"] = self.batcher.stats.to_dict()
-        counters = getattr(self.generator, "counters", None)
-        if counters is not None:
-            stats["generation"] = counters() if callable(counters) else dict(counters)
+        generation = getattr(self.generator, "engine", None)
+        if generation is not None:
+            stats["generation"] = generation.counters
         return stats

@@ -1,0 +1,245 @@
+"""The continuous-batching loop body, single-threaded and synchronous: each `step` admits waiting requests (one
+batched prefill, merged into the running batch), runs one batched decode forward, and drops finished rows."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from hubserve.errors import HubserveError, ModelError
+from hubserve.worker.generation.batch import Batch
+from hubserve.worker.generation.decoding import TextStream
+from hubserve.worker.generation.sampling import RowSampling, choose
+from hubserve.worker.generation.types import (
+    FinishReason,
+    GenerationLimits,
+    GenerationResult,
+    SamplingParams,
+    TokenEvent,
+)
+
+log = logging.getLogger("hubserve.worker.generation")
+# Prefills in a row (for requests arriving during the previous one) before the running rows get their decode.
+MAX_PREFILLS = 4
+
+# What a request's consumer receives: token events, then (instead of a last event) an error.
+Outcome = TokenEvent | HubserveError
+Outbox = list[tuple["Request", Outcome]]
+# Where outcomes go as soon as a forward's tokens are chosen, with how many requests left (ended or cancelled).
+Publish = Callable[[Outbox, int], None]
+
+
+class Request:
+    """One generation: prompt, settings, text so far; `sink` is whatever the engine routes its outcomes to.
+    `cancelled` may be set from any thread: the scheduler drops the request at its next step."""
+
+    def __init__(
+        self, prompt_ids: Sequence[int], params: SamplingParams, eos_ids: Sequence[int], tokenizer: Any, sink: Any
+    ) -> None:
+        self.prompt_ids = list(prompt_ids)
+        self.params = params
+        self.eos_ids = frozenset(eos_ids)
+        self.sink = sink
+        self.cancelled = False
+        self.done = False
+        self.token_ids: list[int] = []
+        self.text = TextStream(tokenizer, self.prompt_ids, params.stop)
+        self.seed: int | None = None
+        self.generator: torch.Generator | None = None
+
+    def start(self, device: torch.device) -> None:
+        """Called when admitted: sampling requests get their generator (a random seed unless they gave one)."""
+        if self.params.do_sample:
+            self.seed = self.params.seed if self.params.seed is not None else random.getrandbits(63)
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(self.seed)
+
+    def accept(self, token_id: int, logprob: float, special: bool, decode: Callable[[list[int]], str]) -> TokenEvent:
+        """Record a generated token; the event to send (with the result when this token ends the request)."""
+        self.token_ids.append(token_id)
+        added = self.text.push(token_id, special)
+        # TGI's order: the length first, then the EOS token, then the stop sequences.
+        reason: FinishReason | None = None
+        if len(self.token_ids) >= self.params.max_new_tokens:
+            reason = "length"
+        elif token_id in self.eos_ids:
+            reason = "eos_token"
+        elif self.text.stopped(added):
+            reason = "stop_sequence"
+        result = None
+        if reason is not None:
+            self.done = True
+            result = GenerationResult(decode(self.token_ids), list(self.token_ids), reason, self.seed)
+        return TokenEvent(len(self.token_ids), token_id, added, logprob, special, result)
+
+
+class Scheduler:
+    """Owns the model-side batch. Only one thread may call `step` (the engine's); outcomes go to `publish` after
+    each forward (a prefill's first tokens do not wait for the decode forward that follows it)."""
+
+    def __init__(self, model: Any, tokenizer: Any, limits: GenerationLimits, publish: Publish) -> None:
+        self.model = model
+        self.publish = publish
+        self.tokenizer = tokenizer
+        self.limits = limits
+        self.special_ids = frozenset(tokenizer.all_special_ids)
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.batch: Batch | None = None
+        self.sampling: RowSampling | None = None
+        self.counters = {  # requests `finished` (length, EOS, stop sequence), `cancelled` or `failed` (model error)
+            "steps": 0,
+            "prefills": 0,
+            "tokens_generated": 0,
+            "max_batch_size": 0,
+            "finished": 0,
+            "cancelled": 0,
+            "failed": 0,
+        }
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def step(
+        self, arrivals: Sequence[Request] = (), newcomers: Callable[[], Sequence[Request]] | None = None
+    ) -> None:
+        """One iteration: prefill what fits of the waiting requests, and again for `newcomers()` (those that arrived
+        meanwhile) up to MAX_PREFILLS times, so that a burst shares one decode; then decode every running row."""
+        self.waiting.extend(arrivals)
+        cancelled = self._drop_cancelled()
+        if cancelled:
+            self.publish([], cancelled)
+        for _ in range(MAX_PREFILLS):
+            admitted = self._admit()
+            if not admitted:
+                break
+            self._guarded(functools.partial(self._prefill, admitted), admitted)
+            if newcomers is None:
+                break
+            self.waiting.extend(newcomers())
+        if self.batch is not None:
+            self._guarded(self._decode_step)
+
+    def fail_all(self, error: HubserveError) -> None:
+        """Fail every running and waiting request (the engine is stopping)."""
+        outbox: Outbox = []
+        left = self._fail_running(error, outbox)
+        while self.waiting:
+            outbox.append((self.waiting.popleft(), error))
+            left += 1
+        self.publish(outbox, left)
+
+    def _admit(self) -> list[Request]:
+        """Waiting requests that fit: free rows, and a prefill budget (one always fits)."""
+        admitted: list[Request] = []
+        room = self.limits.max_batch_size - len(self.running)
+        while self.waiting and len(admitted) < room:
+            longest = max([len(self.waiting[0].prompt_ids), *(len(r.prompt_ids) for r in admitted)])
+            if admitted and longest * (len(admitted) + 1) > self.limits.max_prefill_tokens:
+                break
+            request = self.waiting.popleft()
+            request.start(self.model.device)
+            admitted.append(request)
+        return admitted
+
+    def _prefill(self, admitted: list[Request], outbox: Outbox) -> int:
+        new, logits = Batch.prefill(self.model, [request.prompt_ids for request in admitted])
+        self.counters["prefills"] += 1
+        left = self._advance(new, admitted, logits, outbox)
+        if admitted:
+            self._join(new, admitted)
+        return left
+
+    def _decode_step(self, outbox: Outbox) -> int:
+        assert self.batch is not None
+        logits = self.batch.decode(self.model)
+        self.counters["steps"] += 1
+        return self._advance(self.batch, self.running, logits, outbox)
+
+    def _guarded(self, phase: Callable[[Outbox], int], pending: Sequence[Request] = ()) -> None:
+        """Run a forward phase and publish its outcomes; if the model fails, fail every request in flight."""
+        outbox: Outbox = []
+        try:
+            left = phase(outbox)
+        except Exception as exc:  # the model failed: fail the requests in flight, keep serving
+            log.exception("generation step failed")
+            self.running.extend(r for r in pending if not r.done and all(r is not o for o in self.running))
+            left = self._fail_running(ModelError(f"{type(exc).__name__}: {exc}"), outbox)
+        self.publish(outbox, left)
+
+    def _advance(self, batch: Batch, requests: list[Request], logits: torch.Tensor, outbox: Outbox) -> int:
+        """Choose and record every row's next token, emit the events, drop the rows that ended."""
+        sampling = self.sampling if batch is self.batch and self.sampling is not None else self._sampling(requests)
+        tokens, logprobs = choose(logits, sampling, batch.token_ids, [len(r.token_ids) for r in requests])
+        batch.append(tokens)
+        ended = 0
+        for request, token, logprob in zip(requests, tokens.tolist(), logprobs.tolist(), strict=True):
+            outbox.append((request, request.accept(token, logprob, token in self.special_ids, self._detokenize)))
+            ended += request.done
+        self.counters["tokens_generated"] += len(requests)
+        if ended:
+            self.counters["finished"] += ended
+            self._keep(batch, requests, [row for row, request in enumerate(requests) if not request.done])
+        elif batch is self.batch:
+            self.sampling = sampling
+        return ended
+
+    def _keep(self, batch: Batch, requests: list[Request], rows: list[int]) -> None:
+        """Keep only `rows` of `batch` (in place, `requests` too); an emptied running batch goes away."""
+        requests[:] = [requests[row] for row in rows]
+        if batch is self.batch:
+            self.sampling = None
+            if not rows:
+                self.batch = None
+                return
+        if rows:
+            batch.keep(rows)
+
+    def _join(self, new: Batch, admitted: list[Request]) -> None:
+        if self.batch is None:
+            self.batch = new
+        else:
+            self.batch.extend(new)
+        self.running.extend(admitted)
+        self.sampling = None
+        self.counters["max_batch_size"] = max(self.counters["max_batch_size"], len(self.running))
+
+    def _drop_cancelled(self) -> int:
+        cancelled = [request for request in self.waiting if request.cancelled]
+        self.waiting = deque(request for request in self.waiting if not request.cancelled)
+        rows = [row for row, request in enumerate(self.running) if not request.cancelled]
+        dropped = len(self.running) - len(rows)
+        if dropped and self.batch is not None:
+            self._keep(self.batch, self.running, rows)
+        for request in cancelled:
+            request.done = True
+        self.counters["cancelled"] += len(cancelled) + dropped
+        return len(cancelled) + dropped
+
+    def _fail_running(self, error: HubserveError, outbox: Outbox) -> int:
+        failed = len(self.running)
+        outbox.extend((request, error) for request in self.running)
+        self.running, self.batch, self.sampling = [], None, None
+        self.counters["failed"] += failed
+        return failed
+
+    def _sampling(self, requests: list[Request]) -> RowSampling:
+        return RowSampling.build(
+            [r.params for r in requests],
+            [r.generator for r in requests],
+            [sorted(r.eos_ids) for r in requests],
+            self.vocab_size,
+            self.model.device,
+        )
+
+    def _detokenize(self, token_ids: list[int]) -> str:
+        text: str = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        return text
