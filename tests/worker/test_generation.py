@@ -107,8 +107,26 @@ def test_greedy_equals_generate_while_requests_join_and_leave(lm: tuple[Any, Any
         assert stream[-1].result is not None and stream[-1].result.token_ids == request.token_ids
         assert all(e.result is None for e in stream[:-1])
     counters = scheduler.counters
-    assert counters["max_batch_size"] >= 3 and counters["prefills"] == 4
+    assert counters["max_batch_size"] >= 3 and counters["prefills"] == 4  # one per arrival step
     assert counters["finished"] == len(requests)
+
+
+def test_requests_over_the_batch_size_wait_for_a_free_row(lm: tuple[Any, Any]) -> None:
+    left = 0
+
+    def publish(outbox: Outbox, ended: int) -> None:
+        nonlocal left
+        left += ended
+
+    scheduler = Scheduler(lm[0], lm[1], GenerationLimits(max_batch_size=2, max_prefill_tokens=1), publish)
+    requests = [Request(encode(lm, p), greedy(n), [2], lm[1], None) for p, n in zip(PROMPTS, [4, 9, 6], strict=False)]
+    scheduler.step(requests)
+    assert len(scheduler.running) == 2 and len(scheduler.waiting) == 1  # and each prompt had its own prefill
+    while scheduler.busy:
+        scheduler.step()
+    assert left == 3 and scheduler.counters["max_batch_size"] == 2 and scheduler.counters["prefills"] == 3
+    for request, new_tokens in zip(requests, [4, 9, 6], strict=False):
+        assert request.token_ids == reference(lm, request.prompt_ids, new_tokens)
 
 
 def test_text_stream_holds_back_partial_utf8(lm: tuple[Any, Any]) -> None:

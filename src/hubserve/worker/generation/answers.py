@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from hubserve.worker.generation.engine import TokenStream
+from hubserve.worker.generation.stream import TokenStream
 from hubserve.worker.generation.types import GenerationResult, SamplingParams, TokenEvent
 
 

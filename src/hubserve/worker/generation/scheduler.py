@@ -111,8 +111,9 @@ class Scheduler:
     def step(
         self, arrivals: Sequence[Request] = (), newcomers: Callable[[], Sequence[Request]] | None = None
     ) -> None:
-        """One iteration: prefill what fits of the waiting requests, and again for `newcomers()` (those that arrived
-        meanwhile) up to MAX_PREFILLS times, so that a burst shares one decode; then decode every running row."""
+        """One iteration: prefill waiting requests, a group that fits `max_prefill_tokens` at a time, up to
+        MAX_PREFILLS groups (with `newcomers()`, those that arrived meanwhile), so that a burst shares one decode;
+        then decode every running row."""
         self.waiting.extend(arrivals)
         cancelled = self._drop_cancelled()
         if cancelled:
@@ -122,9 +123,8 @@ class Scheduler:
             if not admitted:
                 break
             self._guarded(functools.partial(self._prefill, admitted), admitted)
-            if newcomers is None:
-                break
-            self.waiting.extend(newcomers())
+            if newcomers is not None:
+                self.waiting.extend(newcomers())
         if self.batch is not None:
             self._guarded(self._decode_step)
 
