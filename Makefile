@@ -23,6 +23,9 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
+bench: install
+	$(PY) -m benchmarks.run
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy src

@@ -1,0 +1,110 @@
+"""Run the benchmarks: `python -m benchmarks.run [--suite embeddings,generation,coldstart] [--quick] [--out FILE]`.
+
+Starts hubserve (and, suite by suite, its peers) on loopback, measures every configuration, prints a table of
+figures, ratios and targets, and writes the same as JSON (default `benchmarks/results/<timestamp>.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks import peers
+from benchmarks.context import FULL, QUICK, Context, Counts
+from benchmarks.hubserve_api import HubserveAdmin
+from benchmarks.models import ROOT, Models, real_models, tiny_models
+from benchmarks.report import Row, format_table, machine_info, say, write_json
+from benchmarks.suites import SUITES
+
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = RESULTS / "cache"  # the offline GGUF conversion, kept between runs (benchmarks/results/ is gitignored)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default=",".join(SUITES),
+                        help=f"comma-separated suites to run, of {', '.join(SUITES)} (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny random models, a few requests: checks the harness in seconds, figures meaningless")
+    parser.add_argument("--generation-dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                        help="dtype of the generation model everywhere (default bfloat16, as the targets were set in; "
+                             "CPUs without native bf16 run it several times slower than float32)")
+    parser.add_argument("--out", type=Path,
+                        help="where to write the JSON (default benchmarks/results/<timestamp>.json)")
+    args = parser.parse_args(argv)
+    args.suites = [name.strip() for name in args.suite.split(",") if name.strip()]
+    unknown = [name for name in args.suites if name not in SUITES]
+    if unknown or not args.suites:
+        parser.error(f"unknown suite(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SUITES)}")
+    return args
+
+
+def share_gguf_cache(home: Path, cache: Path) -> None:
+    """Point the new hubserve home's GGUF cache at the benchmarks' own, so a model converted once (by an earlier run
+    or the offline baselines, with the same converter) is not converted again. An optimisation only: if hubserve
+    keeps its conversions elsewhere, the untimed first deploy converts the model."""
+    (cache / "gguf").mkdir(parents=True, exist_ok=True)
+    (home / "models").mkdir(parents=True, exist_ok=True)
+    (home / "models" / "gguf").symlink_to((cache / "gguf").resolve(), target_is_directory=True)
+
+
+def run_suites(names: list[str], models: Models, counts: Counts, work: Path) -> list[Row]:
+    """Start hubserve, run the suites against it, stop it; the rows of every suite."""
+    token = "hs_admin_bench-" + secrets.token_hex(8)
+    home, logs = work / "hubserve-home", work / "logs"
+    share_gguf_cache(home, models.cache)
+    rows: list[Row] = []
+    with peers.hubserve(home, token, logs) as server:
+        admin = HubserveAdmin(server.url, token)
+        try:
+            context = Context(counts=counts, models=models, hubserve=admin, logs=logs)
+            for name in names:
+                say(f"suite {name}")
+                rows += SUITES[name](context)
+        finally:
+            admin.close()
+    return rows
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the `with` blocks, so every server started is stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    started = time.strftime("%Y-%m-%dT%H-%M-%S")
+    out = args.out or RESULTS / f"{started}.json"
+    counts = QUICK if args.quick else FULL
+    work = Path(tempfile.mkdtemp(prefix="hubserve-bench-"))
+    machine = machine_info()
+    say(f"work folder {work} (server logs in {work / 'logs'})")
+    dtype = args.generation_dtype
+    models = tiny_models(work / "models", work / "cache", dtype) if args.quick else real_models(CACHE, dtype)
+    rows = run_suites(args.suites, models, counts, work)
+    print(format_table(rows))
+    arguments = sys.argv[1:] if argv is None else argv
+    write_json(out, rows, command=" ".join(["python", "-m", "benchmarks.run", *arguments]),
+               started=started, quick=args.quick, suites=args.suites, machine=machine,
+               load_average_after=list(os.getloadavg()), counts=asdict(counts),
+               models={"embedding": str(models.embedding), "generation": str(models.generation_source),
+                       "generation_dtype": models.generation_dtype, "embedding_dtype": "float32"})
+    print(f"\nwrote {out}")
+    if all(r.value is not None for r in rows):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"some configurations were unavailable: server logs kept in {work / 'logs'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

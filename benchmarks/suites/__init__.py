@@ -1,0 +1,15 @@
+"""The suites: each `run(context)` measures its configurations and returns their rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from benchmarks.context import Context
+from benchmarks.report import Row
+from benchmarks.suites import coldstart, embeddings, generation
+
+SUITES: dict[str, Callable[[Context], list[Row]]] = {
+    "embeddings": embeddings.run,
+    "generation": generation.run,
+    "coldstart": coldstart.run,
+}

@@ -1,0 +1,165 @@
+"""Embeddings of 12-word sentences: the offline batch-32 limit and a direct in-process call, then hubserve, a
+one-request-at-a-time FastAPI server and LitServe with batching, each over HTTP with one sentence per request.
+
+The offline limit is measured before the servers and again after them, and the median of both sets is the limit:
+on a shared machine the load of others drifts, and a limit taken only at the start would skew every ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from benchmarks import peers
+from benchmarks.context import Context
+from benchmarks.load import Latency, request_load, run_async
+from benchmarks.processes import ServerProcess, Unavailable
+from benchmarks.report import Row, Target, attempt, row, say, unavailable
+from benchmarks.workload import sentences
+
+SUITE = "embeddings"
+BATCH_SIZE = 32  # the offline limit's batch, and the concurrency of the throughput rows
+ENDPOINT = "minilm"
+PER_SECOND = "sentences/s"
+THROUGHPUT = f"throughput (c={BATCH_SIZE})"
+LATENCY = "latency p50 (c=1)"
+SERVER_METRICS = [(THROUGHPUT, PER_SECOND), (LATENCY, "ms")]
+HUBSERVE = "hubserve"
+# The issue's figures for the peers, as fractions of the offline limit and ms above a direct call.
+PEERS = {"one-at-a-time FastAPI": ("onebyone", "issue: 0.22x, +5.7 ms"),
+         "LitServe, batching": ("litserve_embed", "issue: 0.38x")}
+
+
+class Offline:
+    """The embedding model in this process, warmed up."""
+
+    def __init__(self, context: Context, texts: list[str]) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.texts = texts
+        self.model = SentenceTransformer(str(context.models.embedding), device="cpu")
+        self.model.encode(texts[:BATCH_SIZE], batch_size=BATCH_SIZE)
+
+    def limit_samples(self, repeats: int) -> list[float]:
+        """Sentences/s of `encode` over all texts at batch 32, `repeats` times."""
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            self.model.encode(self.texts, batch_size=BATCH_SIZE, show_progress_bar=False)
+            samples.append(len(self.texts) / (time.perf_counter() - started))
+        return samples
+
+    def direct_calls(self, count: int) -> Latency:
+        """Latency of `encode([sentence])`, one sentence per call."""
+        calls = []
+        for text in self.texts[:count]:
+            started = time.perf_counter()
+            self.model.encode([text], show_progress_bar=False)
+            calls.append(time.perf_counter() - started)
+        return Latency.of(calls)
+
+
+@dataclass
+class ServerFigures:
+    """What one server did: throughput samples at concurrency 32, latencies at concurrency 1."""
+
+    requests: int  # per throughput sample
+    throughput_samples: list[float]
+    client_cpu_cores: list[float]  # the load generator's own CPU use during each throughput sample
+    latency: Latency
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return statistics.median(self.throughput_samples)
+
+
+def measure_server(context: Context, config: str, url: str, texts: list[str]) -> ServerFigures:
+    """Throughput at concurrency 32 (median of `repeats`) and latency at concurrency 1, one sentence per request,
+    each after an untimed warm-up at the same concurrency."""
+    counts = context.counts
+    bodies = [json.dumps({"inputs": text}).encode() for text in texts]
+    warmup = bodies[: counts.warmup_requests]
+    loads = [run_async(request_load(url, bodies, BATCH_SIZE, warmup)) for _ in range(counts.repeats)]
+    latency = Latency.of(run_async(request_load(url, bodies[: counts.latency_requests], 1, warmup)).latencies)
+    figures = ServerFigures(len(bodies), [load.per_second for load in loads],
+                            [round(load.client_cpu_s / load.wall_s, 3) for load in loads], latency)
+    say(f"{config}: {figures.throughput:.0f} sentences/s at c={BATCH_SIZE}, p50 {latency.p50 * 1000:.2f} ms at c=1")
+    return figures
+
+
+def _measure_hubserve(context: Context, texts: list[str]) -> ServerFigures:
+    admin = context.hubserve
+    if not context.counts.launch_peers_early:  # else created at the suite's start
+        _create_endpoint(context)
+    try:
+        admin.wait_running(ENDPOINT)
+        figures = measure_server(context, HUBSERVE, admin.endpoint_url(ENDPOINT), texts)
+        figures.details.update(admin.stats(ENDPOINT))
+        return figures
+    finally:
+        admin.delete(ENDPOINT)
+
+
+def _create_endpoint(context: Context) -> None:
+    context.hubserve.create(ENDPOINT, str(context.models.embedding), "sentence-embeddings")
+
+
+def _measure_peer(context: Context, config: str, peer: ServerProcess, texts: list[str]) -> ServerFigures:
+    with peer:
+        return measure_server(context, config, peer.url + peers.EMBEDDING_ROUTE, texts)
+
+
+def server_rows(config: str, figures: ServerFigures | Unavailable, limit: Row, direct: Row, note: str = "",
+                throughput_target: Target | None = None, latency_target: Target | None = None) -> list[Row]:
+    """Throughput as a fraction of the limit and p50 latency as ms above the direct call (or why not measured)."""
+    if isinstance(figures, Unavailable):
+        return unavailable(SUITE, config, SERVER_METRICS, str(figures))
+    throughput_details = {"samples": figures.throughput_samples, "requests_per_sample": figures.requests,
+                          "client_cpu_cores": figures.client_cpu_cores, **figures.details}
+    return [
+        row(SUITE, config, THROUGHPUT, figures.throughput, PER_SECOND, baseline=limit, target=throughput_target,
+            note=note, details=throughput_details),
+        row(SUITE, config, LATENCY, figures.latency.p50 * 1000, "ms", baseline=direct, compare="delta",
+            target=latency_target, details=figures.latency.as_ms()),
+    ]
+
+
+def run(context: Context) -> list[Row]:
+    """All rows of the embeddings suite."""
+    counts = context.counts
+    model, logs = context.models.embedding, context.logs
+    peer_servers = {config: peers.embedding_peer(module, model, logs) for config, (module, _) in PEERS.items()}
+    try:
+        if counts.launch_peers_early:
+            for server in peer_servers.values():
+                server.launch()
+            _create_endpoint(context)
+        texts = sentences(counts.throughput_requests)
+        offline = Offline(context, texts)
+        before = offline.limit_samples(counts.repeats)
+        direct_latency = offline.direct_calls(counts.latency_requests)
+        say(f"offline: {statistics.median(before):.0f} sentences/s at batch {BATCH_SIZE}, "
+            f"direct call p50 {direct_latency.p50 * 1000:.2f} ms")
+        measured = {HUBSERVE: attempt(HUBSERVE, lambda: _measure_hubserve(context, texts))}
+        for config, server in peer_servers.items():
+            measured[config] = attempt(config, partial(_measure_peer, context, config, server, texts))
+        after = offline.limit_samples(counts.repeats)
+        say(f"offline again: {statistics.median(after):.0f} sentences/s at batch {BATCH_SIZE}")
+    finally:
+        for server in peer_servers.values():
+            server.stop()
+    limit = row(SUITE, f"offline encode, batch {BATCH_SIZE} (limit)", "throughput", statistics.median(before + after),
+                PER_SECOND, details={"samples_before": before, "samples_after": after, "sentences": len(texts)})
+    direct = row(SUITE, "offline encode([sentence]) (direct call)", "latency p50", direct_latency.p50 * 1000, "ms",
+                 details=direct_latency.as_ms())
+    rows = [limit, direct]
+    rows += server_rows(HUBSERVE, measured[HUBSERVE], limit, direct, throughput_target=Target("ratio_min", 0.85),
+                        latency_target=Target("delta_max", 3.0))
+    for config, (_, note) in PEERS.items():
+        rows += server_rows(config, measured[config], limit, direct, note=note)
+    return rows
