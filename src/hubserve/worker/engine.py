@@ -14,18 +14,18 @@ from hubserve.spec import EngineSpec
 from hubserve.worker import codecs
 from hubserve.worker.batching import DynamicBatcher
 from hubserve.worker.config import WorkerConfig
-from hubserve.worker.handlers import Handler, TaskHandler, TaskModel
+from hubserve.worker.handlers import CustomCode, TaskModel
 from hubserve.worker.loader import load_handler
 
 T = TypeVar("T")
 
 
 class Engine:
-    def __init__(self, handler: Handler, engine_spec: EngineSpec) -> None:
-        self.handler = handler
-        self.task = handler.task
-        self.model: TaskModel | None = handler.model if isinstance(handler, TaskHandler) else None
-        adapter = self.model.adapter if self.model is not None else None
+    def __init__(self, handler: TaskModel | CustomCode, engine_spec: EngineSpec) -> None:
+        self.model: TaskModel | None = handler if isinstance(handler, TaskModel) else None
+        self.custom: CustomCode | None = None if isinstance(handler, TaskModel) else handler
+        self.task = self.model.task if self.model is not None else "custom"
+        adapter: Any = self.model.adapter if self.model is not None else None
         # Generation adapters schedule their own steps (continuous batching); other tasks batch here.
         self.generator: Any = adapter if hasattr(adapter, "predict_async") else None
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -52,9 +52,9 @@ class Engine:
         return await asyncio.get_running_loop().run_in_executor(self._codec_thread, function, *args)
 
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
-        if self.model is None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._model_thread, self.handler, request)
+        if self.custom is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._model_thread, self.custom, request)
+        assert self.model is not None
         work = await self._off_loop(self.model.decode_work, request)
         if self.generator is not None:
             output = await self.generator.predict_async(work.inputs, work.parameters)

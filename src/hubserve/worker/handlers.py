@@ -1,4 +1,4 @@
-"""What a replica runs per request: a task model behind the default codecs, or the user's own code."""
+"""What a replica runs per request: a task model behind the default codecs (batched), or the user's own code."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hubserve.worker.batching import Work
 from hubserve.worker.tasks.base import TaskAdapter
 
 
-class Handler(Protocol):
-    task: str
+class CustomCode(Protocol):
+    """User code (`code/inference.py` or `handler.py`): it takes the raw request and answers it whole."""
 
     def __call__(self, request: InvocationRequest) -> InvocationResult: ...
 
@@ -89,28 +89,4 @@ class TaskModel:
         result = self._guarded(work.inputs, work.parameters)
         if isinstance(result, BaseException):
             raise result
-        return result
-
-
-class TaskHandler:
-    """The handler for a model without custom code (used where the dynamic batcher is not)."""
-
-    def __init__(self, model: TaskModel) -> None:
-        self.model = model
-        self.task = model.task
-
-    def __call__(self, request: InvocationRequest) -> InvocationResult:
-        payload = codecs.decode_body(request.body, request.content_type, task=self.task)
-        return codecs.encode_result(self.model(payload), request.accept)
-
-
-class CustomHandler:
-    """The handler for a model folder with `code/inference.py` or `handler.py`."""
-
-    def __init__(self, custom: Any) -> None:
-        self.custom = custom
-        self.task = "custom"
-
-    def __call__(self, request: InvocationRequest) -> InvocationResult:
-        result: InvocationResult = self.custom(request)
         return result

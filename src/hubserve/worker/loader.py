@@ -12,7 +12,7 @@ from hubserve.sources import resolve_source
 from hubserve.spec import EndpointSpec
 from hubserve.worker.config import WorkerConfig
 from hubserve.worker.custom_code import load_custom_code
-from hubserve.worker.handlers import CustomHandler, Handler, TaskHandler, TaskModel
+from hubserve.worker.handlers import CustomCode, TaskModel
 from hubserve.worker.requirements import install_requirements
 from hubserve.worker.tasks import adapter_class, infer_task
 from hubserve.worker.tasks.base import LoadOptions
@@ -51,7 +51,7 @@ def load_task_model(spec: EndpointSpec, path: Path, options: LoadOptions) -> Tas
     return TaskModel(task, adapter)
 
 
-def load_handler(config: WorkerConfig) -> Handler:
+def load_handler(config: WorkerConfig) -> TaskModel | CustomCode:
     spec = config.spec
     models_dir = Path(config.models_dir)
     use_replica_cores(spec.replicas)
@@ -68,5 +68,5 @@ def load_handler(config: WorkerConfig) -> Handler:
                               extra_sys_path=extra_paths)
     if custom is not None:
         log.info("loaded custom code (%s) from %s", custom.kind, resolved.path)
-        return CustomHandler(custom)
-    return TaskHandler(load_task_model(spec, resolved.path, options))
+        return custom
+    return load_task_model(spec, resolved.path, options)
