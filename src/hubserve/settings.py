@@ -21,8 +21,6 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     admin_token: str | None = None
-    # Seconds a request may wait for a replica that is starting before it gets a 503.
-    replica_start_grace_s: float = 0.0
     # How long a stopping replica may finish its in-flight requests.
     drain_timeout_s: float = 30.0
     # Fork CPU replicas from a process that has imported torch and transformers already (fast cold starts).
