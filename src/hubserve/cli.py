@@ -47,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import asyncio
 
     import uvicorn
+    import uvloop
 
     from hubserve.api.app import create_app
     from hubserve.settings import ServerSettings
@@ -68,7 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 asyncio.ensure_future(start_demo(app.state.manager, f"http://{settings.host}:{settings.port}"))
         await serving
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # about half the loop's cost per request
+        runner.run(run())
 
 
 def cmd_deploy(args: argparse.Namespace, client: Client) -> None:

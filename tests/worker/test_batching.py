@@ -4,6 +4,7 @@ parameters never mix, a poisoned input fails only its request, an idle replica n
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -13,8 +14,11 @@ from typing import Any
 
 import pytest
 
-from hubserve.errors import BadRequest, HubserveError, ModelError
+from hubserve.errors import BadRequest, HubserveError, ModelError, NotAcceptable
+from hubserve.invocation import InvocationRequest
+from hubserve.spec import EngineSpec
 from hubserve.worker.batching import DynamicBatcher, Work
+from hubserve.worker.engine import Engine
 from hubserve.worker.handlers import TaskModel
 from hubserve.worker.tasks import adapter_class
 from hubserve.worker.tasks.base import LoadOptions
@@ -73,6 +77,44 @@ def test_under_load_a_batch_waits_for_more_up_to_the_delay() -> None:
     results, batcher = run_batches(slow_echo, works, max_batch_size=4, max_delay_s=0.03, stagger_s=0.01)
     assert [inputs for inputs, _ in results] == list(range(6))
     assert batcher.stats.largest_batch >= 3
+
+
+def closed_loop_sizes(callers: int, rounds: int, return_gap_s: float, max_delay_s: float) -> list[int]:
+    """Batch sizes when `callers` clients each send `rounds` requests, one after another: after an answer, caller i
+    sends its next request `i * return_gap_s` later (answers reach clients one by one, as over HTTP)."""
+    sizes: list[int] = []
+
+    def run(works: list[Work]) -> list[Any]:
+        sizes.append(len(works))
+        time.sleep(0.02)
+        return [w.inputs for w in works]
+
+    async def main() -> None:
+        batcher = DynamicBatcher(run, ThreadPoolExecutor(1), callers, max_delay_s)
+        batcher.start()
+
+        async def caller(index: int) -> None:
+            for _ in range(rounds):
+                await batcher.submit(Work(inputs=index, parameters={}))
+                await asyncio.sleep(index * return_gap_s)
+
+        await asyncio.gather(*(caller(i) for i in range(callers)))
+
+    asyncio.run(main())
+    return sizes
+
+
+def test_under_load_a_batch_waits_for_the_callers_the_last_one_answered() -> None:
+    # The 8 callers come back spread over 28 ms: more than any fixed gap between arrivals, less than the delay.
+    sizes = closed_loop_sizes(callers=8, rounds=5, return_gap_s=0.004, max_delay_s=0.2)
+    assert sizes[1:] == [8] * 4  # the first batch is whoever came first; then every caller, every time
+
+
+def test_callers_that_do_not_come_back_cost_at_most_the_delay() -> None:
+    started = time.monotonic()
+    sizes = closed_loop_sizes(callers=4, rounds=1, return_gap_s=0, max_delay_s=0.05)
+    assert sum(sizes) == 4
+    assert time.monotonic() - started < 1.0
 
 
 def test_list_inputs_count_by_their_size() -> None:
@@ -180,3 +222,21 @@ def test_model_runs_off_the_event_loop() -> None:
 
     asyncio.run(main())
     assert model_thread and model_thread[0] != loop_thread[0]
+
+
+def test_answers_are_encoded_per_caller_in_the_batch(classifier: TaskModel) -> None:
+    """Encoding happens with the batch, on the model thread: an Accept the answer has no form in fails its caller
+    alone, and each caller gets its own type."""
+    engine = Engine(classifier, EngineSpec())
+
+    async def main() -> list[Any]:
+        engine.start()
+        accepts = ["application/json", "image/png", "text/csv"]
+        requests = [InvocationRequest(body=b'{"inputs": "a good day"}', accept=accept) for accept in accepts]
+        return await asyncio.gather(*(engine.invoke(r) for r in requests), return_exceptions=True)
+
+    as_json, as_png, as_csv = asyncio.run(main())
+    assert json.loads(as_json.body) == classifier.adapter.predict("a good day", {})
+    assert isinstance(as_png, NotAcceptable)
+    assert as_csv.content_type == "text/csv" and as_csv.body.startswith(b"label,score")
+    assert engine.batcher is not None and engine.batcher.stats.sizes == {3: 1}  # one forward for all three

@@ -15,6 +15,7 @@ from PIL import Image
 
 from hubserve.errors import BadRequest, ModelError, NotAcceptable, UnsupportedMediaType
 from hubserve.worker.codecs import (
+    cheap_to_decode,
     decode_body,
     encode_result,
     media_type,
@@ -271,3 +272,10 @@ def test_unsupported_accept_is_not_acceptable() -> None:
     with pytest.raises(NotAcceptable, match="application/json") as caught:
         encode_result({"a": 1}, "application/xml")
     assert caught.value.status == 406
+
+
+def test_small_text_bodies_are_cheap_to_decode_and_media_or_large_ones_are_not() -> None:
+    assert cheap_to_decode(b'{"inputs": "hi"}', "application/json; charset=utf-8")
+    assert cheap_to_decode(b"a,b\n1,2", "text/csv")
+    assert not cheap_to_decode(b'{"inputs": "' + b"x" * 20_000 + b'"}', "application/json")
+    assert not cheap_to_decode(b"\x89PNG", "image/png")

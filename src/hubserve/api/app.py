@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,8 @@ from fastapi.responses import JSONResponse
 from hubserve import __version__
 from hubserve.api import control, inference_endpoints, sagemaker
 from hubserve.api.common import validation_message
+from hubserve.api.errors import render_error
+from hubserve.api.fast_lane import FastLane, Lane
 from hubserve.security import TokenRegistry
 from hubserve.serving.manager import EndpointManager
 from hubserve.settings import ServerSettings
@@ -21,7 +24,8 @@ from hubserve.store import Store
 log = logging.getLogger("hubserve")
 
 
-def create_app(settings: ServerSettings) -> FastAPI:
+def create_app(settings: ServerSettings) -> FastLane:
+    """The ASGI app: FastAPI, behind the fast lane for invocations."""
     settings.prepare()
     store = Store(settings.db_path)
     tokens = TokenRegistry(store)
@@ -40,7 +44,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
             await manager.shutdown()
             store.close()
 
+    # FastAPI's OpenTelemetry hooks cost about a tenth of a request's time here; hubserve counts its own.
     app = FastAPI(title="hubserve", version=__version__, lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
                   description="Serve Hugging Face models with the SageMaker and Inference Endpoints protocols.")
     app.state.settings = settings
     app.state.manager = manager
@@ -54,4 +60,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return JSONResponse({"error": validation_message(exc.errors()), "error_type": "bad_request"},
                             status_code=400)
 
-    return app
+    return FastLane(app, [
+        Lane(re.compile(r"/endpoints/(?P<name>[^/]+)/invocations"), sagemaker.invoke_endpoint,
+             sagemaker.render_sagemaker_error),
+        Lane(re.compile(r"/endpoints/(?P<name>[^/]+)"), inference_endpoints.invoke, render_error),
+    ])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any
 
 from fastapi import Request, Response
@@ -37,24 +38,23 @@ def validation_message(errors: Sequence[Any]) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+async def guarded(render: ErrorRenderer, handler: Callable[[Request], Awaitable[Response]],
+                  request: Request) -> Response:
+    """`handler`'s response, or our error in `render`'s wire format: handlers just raise."""
+    try:
+        return await handler(request)
+    except HubserveError as exc:
+        return render(request, exc)
+    except (ValidationError, RequestValidationError) as exc:
+        return render(request, BadRequest(validation_message(exc.errors())))
+
+
 def error_route(render: ErrorRenderer) -> type[APIRoute]:
-    """A route class that turns our errors into `render`'s wire format, so handlers just raise."""
+    """A route class that renders our errors in `render`'s wire format."""
 
     class ProtocolRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-
-            async def guarded(request: Request) -> Response:
-                try:
-                    return await handler(request)
-                except HubserveError as exc:
-                    return render(request, exc)
-                except ValidationError as exc:
-                    return render(request, BadRequest(validation_message(exc.errors())))
-                except RequestValidationError as exc:
-                    return render(request, BadRequest(validation_message(exc.errors())))
-
-            return guarded
+            return partial(guarded, render, super().get_route_handler())
 
     return ProtocolRoute
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -12,11 +13,13 @@ from typing import Any
 
 @dataclass
 class Work:
-    """One decoded request waiting for the model: `size` counts its inputs (a list counts by its length)."""
+    """One decoded request waiting for the model: `size` counts its inputs (a list counts by its length); `accept`
+    is the caller's Accept header, for encoding its answer."""
 
     inputs: Any
     parameters: dict[str, Any]
     size: int = 1
+    accept: str = "application/json"
     enqueued_at: float = 0.0
 
 
@@ -29,6 +32,7 @@ class BatchStats:
     items: int = 0
     largest_batch: int = 0
     queue_wait_s: float = 0.0
+    busy_s: float = 0.0  # time the model spent running batches
     sizes: Counter[int] = field(default_factory=Counter)
 
     def record(self, batch: list[Work], now: float) -> None:
@@ -46,6 +50,7 @@ class BatchStats:
             "largest_batch": self.largest_batch,
             "mean_batch": round(self.items / self.batches, 3) if self.batches else 0.0,
             "mean_queue_wait_ms": round(1000 * self.queue_wait_s / self.requests, 3) if self.requests else 0.0,
+            "busy_s": round(self.busy_s, 3),
             "batch_sizes": {str(size): count for size, count in sorted(self.sizes.items())},
         }
 
@@ -53,12 +58,14 @@ class BatchStats:
 RunBatch = Callable[[list[Work]], list[Any]]
 
 
+
 class DynamicBatcher:
     """Runs queued work in batches of up to `max_batch_size` items on the model thread.
 
-    An idle replica never waits: a lone request runs at once. Under load (requests arrived while the
-    last batch ran) a batch that is not full waits at most `max_delay_s` for more. `run` returns one
-    result or exception per work item, in order.
+    An idle replica never waits: a lone request runs at once. Under load (the last batch served several callers, or
+    work queued while it ran) a batch that is not full waits for more, at most `max_delay_s`: while requests keep
+    arriving, and for the callers the last batch answered, who tend to send again after a round trip (learnt as a
+    moving average). `run` returns one result or exception per work item, in order.
     """
 
     def __init__(self, run: RunBatch, executor: Executor, max_batch_size: int, max_delay_s: float) -> None:
@@ -69,7 +76,7 @@ class DynamicBatcher:
         self.stats = BatchStats()
         self._queue: deque[tuple[Work, asyncio.Future[Any]]] = deque()
         self._arrived = asyncio.Event()
-        self._under_load = False
+        self._expected = 0  # items the next batch waits for
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -77,7 +84,7 @@ class DynamicBatcher:
 
     async def submit(self, work: Work) -> Any:
         loop = asyncio.get_running_loop()
-        work.enqueued_at = loop.time()
+        work.enqueued_at = time.monotonic()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((work, future))
         self._arrived.set()
@@ -98,21 +105,25 @@ class DynamicBatcher:
         return size
 
     async def _gather(self) -> list[tuple[Work, asyncio.Future[Any]]]:
-        loop = asyncio.get_running_loop()
         while not self._queue:
             self._arrived.clear()
             await self._arrived.wait()
         batch: list[tuple[Work, asyncio.Future[Any]]] = []
         size = self._take(batch)
-        if self._under_load and size < self.max_batch_size and self.max_delay_s > 0:
-            deadline = loop.time() + self.max_delay_s
-            while size < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except TimeoutError:
-                    break
-                size = self._take(batch)
+        # Under load, wait (at most the delay) until the batch holds as many items as the last one answered: in a
+        # busy replica those callers send again, and one at a time they would each take a forward pass of their own.
+        target = min(self.max_batch_size, self._expected)
+        deadline = time.monotonic() + self.max_delay_s
+        while size < target and not self._queue:  # a queue left means the next did not fit
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), wait)
+            except TimeoutError:
+                break
+            size = self._take(batch)
         return batch
 
     async def _loop(self) -> None:
@@ -121,12 +132,17 @@ class DynamicBatcher:
             batch = await self._gather()
             if not batch:
                 continue
-            self.stats.record([w for w, _ in batch], loop.time())
+            started = time.monotonic()
+            works = [work for work, _ in batch]
+            self.stats.record(works, started)
             try:
-                results = await loop.run_in_executor(self.executor, self.run, [w for w, _ in batch])
+                results = await loop.run_in_executor(self.executor, self.run, works)
             except Exception as exc:  # run() isolates failures itself; this guards against its own bugs
                 results = [exc] * len(batch)
-            self._under_load = bool(self._queue)
+            answered_at = time.monotonic()
+            self.stats.busy_s += answered_at - started
+            # A lone caller answered means an idle replica: its next request runs at once.
+            self._expected = sum(w.size for w in works) + sum(w.size for w, _ in self._queue) if len(batch) > 1 else 0
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue

@@ -4,20 +4,19 @@ generation, and plain calls for custom code; the model never runs on the event l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
-from hubserve.errors import BadRequest
+from hubserve.errors import BadRequest, HubserveError
 from hubserve.invocation import InvocationRequest, InvocationResult
 from hubserve.spec import EngineSpec
 from hubserve.worker import codecs
-from hubserve.worker.batching import DynamicBatcher
+from hubserve.worker.batching import DynamicBatcher, Work
 from hubserve.worker.config import WorkerConfig
 from hubserve.worker.handlers import CustomCode, TaskModel
 from hubserve.worker.loader import load_handler
-
-T = TypeVar("T")
+from hubserve.worker.torch_threads import adopt_torch_threads
 
 
 class Engine:
@@ -28,15 +27,17 @@ class Engine:
         adapter: Any = self.model.adapter if self.model is not None else None
         # Generation adapters schedule their own steps (continuous batching); other tasks batch here.
         self.generator: Any = adapter if hasattr(adapter, "predict_async") else None
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        # Decoding bodies (JSON, images, audio) and encoding answers stay off the event loop too.
+        # Forwards run on this one thread (see torch_threads: a second thread running torch slows both).
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model",
+                                                initializer=adopt_torch_threads)
+        # Decoding large bodies (images, audio, big JSON) stays off the event loop too.
         self._codec_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codec")
         self.batcher: DynamicBatcher | None = None
         if self.generator is not None:
             self.generator.configure_generation(**engine_spec.generation_limits())
         elif self.model is not None:
             size = engine_spec.max_batch_size or self.model.adapter.default_max_batch_size
-            self.batcher = DynamicBatcher(self.model.run_batch, self._model_thread, size,
+            self.batcher = DynamicBatcher(self._run_batch, self._model_thread, size,
                                           engine_spec.max_batch_delay_ms / 1000)
 
     @classmethod
@@ -48,26 +49,34 @@ class Engine:
         if self.batcher is not None:
             self.batcher.start()
 
-    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._codec_thread, function, *args)
+    async def _decode(self, request: InvocationRequest) -> Work:
+        assert self.model is not None
+        if codecs.cheap_to_decode(request.body, request.content_type):
+            return self.model.decode_work(request)
+        return await asyncio.get_running_loop().run_in_executor(self._codec_thread, self.model.decode_work, request)
+
+    def _run_batch(self, works: list[Work]) -> list[InvocationResult | BaseException]:
+        """The batch's answers, encoded on the model thread as soon as they exist: no hop on the way out."""
+        assert self.model is not None
+        return [output if isinstance(output, BaseException) else _encoded(output, work.accept)
+                for work, output in zip(works, self.model.run_batch(works), strict=True)]
 
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
         if self.custom is not None:
             return await asyncio.get_running_loop().run_in_executor(self._model_thread, self.custom, request)
-        assert self.model is not None
-        work = await self._off_loop(self.model.decode_work, request)
+        work = await self._decode(request)
         if self.generator is not None:
             output = await self.generator.predict_async(work.inputs, work.parameters)
-        else:
-            assert self.batcher is not None
-            output = await self.batcher.submit(work)
-        return await self._off_loop(codecs.encode_result, output, request.accept)
+            return codecs.encode_result(output, request.accept)  # text: microseconds
+        assert self.batcher is not None
+        result: InvocationResult = await self.batcher.submit(work)
+        return result
 
     async def stream(self, request: InvocationRequest) -> AsyncIterator[dict[str, Any]]:
         """Events of a streamed answer (one per token, then a final one); errors come before the first."""
         if self.generator is None or self.model is None:
             raise BadRequest(f"this endpoint's task ({self.task}) does not stream; leave out \"stream\"")
-        work = await self._off_loop(self.model.decode_work, request)
+        work = await self._decode(request)
         events = self.generator.stream_async(work.inputs, work.parameters)
         if asyncio.iscoroutine(events):
             events = await events
@@ -82,3 +91,10 @@ class Engine:
         if generation is not None:
             stats["generation"] = generation.counters
         return stats
+
+
+def _encoded(output: Any, accept: str) -> InvocationResult | BaseException:
+    try:
+        return codecs.encode_result(output, accept)
+    except HubserveError as exc:  # e.g. an Accept this answer has no form in: that caller's error alone
+        return exc

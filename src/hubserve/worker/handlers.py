@@ -37,7 +37,9 @@ class TaskModel:
 
     def decode_work(self, request: InvocationRequest) -> Work:
         payload = codecs.decode_body(request.body, request.content_type, task=self.task)
-        return self.work(payload)
+        work = self.work(payload)
+        work.accept = request.accept
+        return work
 
     def work(self, payload: dict[str, Any]) -> Work:
         if "inputs" not in payload:

@@ -11,11 +11,14 @@ import signal
 import sys
 import traceback
 
+import uvloop
+
 from hubserve.channel import Channel, ChannelClosed
 from hubserve.errors import HubserveError, ModelError
 from hubserve.invocation import InvocationRequest
 from hubserve.worker.config import CONFIG_ENV, WorkerConfig
 from hubserve.worker.engine import Engine
+from hubserve.worker.torch_threads import on_passing_thread
 
 log = logging.getLogger("hubserve.worker")
 
@@ -33,7 +36,7 @@ class ReplicaServer:
         await self.channel.send({"op": "hello", "replica": self.config.replica_id, "secret": self.config.secret,
                                  "pid": os.getpid()})
         try:
-            self.engine = await asyncio.to_thread(Engine.load, self.config)
+            self.engine = await on_passing_thread(Engine.load, self.config)
         except Exception as exc:  # any load failure fails the endpoint with its reason
             traceback.print_exc()
             await self.channel.send({"op": "state", "state": "failed", "message": _describe(exc)})
@@ -121,4 +124,5 @@ def main() -> None:
     config = WorkerConfig.model_validate_json(os.environ[CONFIG_ENV])
     # The server stops replicas over the channel; a terminal's Ctrl-C is the server's to handle.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(asyncio.run(_amain(config)))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        sys.exit(runner.run(_amain(config)))

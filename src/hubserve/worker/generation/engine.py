@@ -25,6 +25,10 @@ from hubserve.errors import ModelError, NoReadyReplica, Overloaded
 from hubserve.worker.generation.scheduler import Outbox, Outcome, Request, Scheduler
 from hubserve.worker.generation.stream import TokenStream
 from hubserve.worker.generation.types import GenerationLimits, GenerationResult, SamplingParams, TokenEvent
+from hubserve.worker.torch_threads import adopt_torch_threads
+
+# Requests of one burst arrive this close together: an idle engine waits this long for the next one.
+BURST_GAP_S = 0.002
 
 log = logging.getLogger("hubserve.worker.generation")
 T = TypeVar("T")
@@ -163,15 +167,14 @@ class GenerationEngine:
         return await future
 
     def _run(self) -> None:
+        adopt_torch_threads()  # this thread runs every forward of the engine
         with torch.inference_mode():
             while True:
                 with self._condition:
                     while not (self._arrivals or self._calls or self.scheduler.busy or self._stopping):
                         self._condition.wait()
                     if self._arrivals and not self.scheduler.busy:  # a burst may be starting: let it gather
-                        deadline = time.monotonic() + self.limits.max_batch_delay_ms / 1000
-                        while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
-                            self._condition.wait(remaining)
+                        self._gather_burst()
                     if self._stopping:
                         break
                     arrivals, self._arrivals = self._arrivals, []
@@ -189,6 +192,20 @@ class GenerationEngine:
                 calls, self._calls = self._calls, []
             for call in calls:  # their callers are waiting: finish them
                 call()
+
+    def _gather_burst(self) -> None:
+        """Wait while requests keep arriving (each within BURST_GAP_S of the last), at most the batch delay; called
+        holding the condition."""
+        deadline = time.monotonic() + self.limits.max_batch_delay_ms / 1000
+        count = len(self._arrivals)
+        while not self._stopping:
+            remaining = min(deadline - time.monotonic(), BURST_GAP_S)
+            if remaining <= 0:
+                return
+            self._condition.wait(remaining)
+            if len(self._arrivals) == count:  # no one new: the burst is over
+                return
+            count = len(self._arrivals)
 
     def _take_arrivals(self) -> list[Request]:
         with self._condition:
