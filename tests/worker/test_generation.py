@@ -111,6 +111,33 @@ def test_greedy_equals_generate_while_requests_join_and_leave(lm: tuple[Any, Any
     assert counters["finished"] == len(requests)
 
 
+def test_prompts_sharing_a_prefix_compute_it_once_and_still_equal_generate(lm: tuple[Any, Any]) -> None:
+    left = 0
+
+    def publish(outbox: Outbox, ended: int) -> None:
+        nonlocal left
+        left += ended
+
+    system = "You are a helpful assistant who answers every question about the weather briefly. "
+    prompts = [system + "Hello", system + "What is the weather in Paris today and", system + "I love",
+               "Something else entirely", system + "Tell me"]
+    assert len(encode(lm, system)) >= 12
+    scheduler = Scheduler(lm[0], lm[1], GenerationLimits(max_batch_size=8), publish)
+    lengths = [9, 2, 6, 4, 5]  # the longest prompt leaves first: the others keep a gap after the prefix
+    requests = [Request(encode(lm, p), greedy(n), [2], lm[1], None) for p, n in zip(prompts, lengths, strict=True)]
+    arrivals = {0: requests[:3], 2: requests[3:4], 5: requests[4:]}  # then one without it, then one alone with it
+    step = 0
+    while step < 40 and left < len(requests):
+        scheduler.step(arrivals.get(step, []))
+        step += 1
+    assert left == len(requests) and scheduler.batch is None
+    for request, new_tokens in zip(requests, lengths, strict=True):
+        assert request.token_ids == reference(lm, request.prompt_ids, new_tokens)
+    assert scheduler.prefix is not None and len(scheduler.prefix.token_ids) >= 12
+    # computed once for the first three (two spared), then kept for the lone fifth request
+    assert scheduler.counters["prefix_tokens_reused"] == 3 * len(scheduler.prefix.token_ids)
+
+
 def test_requests_over_the_batch_size_wait_for_a_free_row(lm: tuple[Any, Any]) -> None:
     left = 0
 

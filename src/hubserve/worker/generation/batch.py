@@ -1,9 +1,15 @@
 """The running batch on the model side, TGI's `CausalLMBatch` pattern: left-padded rows sharing one `DynamicCache`;
-new rows are prefilled together then pad-concatenated in, finished rows are dropped (and the padding they leave)."""
+new rows are prefilled together then pad-concatenated in, finished rows are dropped (and the padding they leave).
+
+Prompts that start with the same tokens (a chat template's system prompt) can share a `Prefix`: its cache is
+computed once and copied into each row, and only the rest of each prompt is prefilled. Such rows hold a gap of
+padding between the prefix and the rest; the mask and explicit position ids make it invisible to the model.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +31,46 @@ def left_padded(parts: Sequence[torch.Tensor], length: int, fill: float, dim: in
         out.narrow(0, row, part.shape[0]).narrow(dim, length - width, width).copy_(part)
         row += part.shape[0]
     return out
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """Prompt tokens that several prompts start with, and their cache (one row), computed once."""
+
+    token_ids: tuple[int, ...]
+    cache: DynamicCache
+
+    @classmethod
+    def compute(cls, model: Any, token_ids: Sequence[int]) -> Prefix:
+        ids = torch.tensor([list(token_ids)], device=model.device)
+        positions = torch.arange(ids.shape[1], device=model.device)[None]
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions,
+                        past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
+        check_cache(out.past_key_values)
+        return cls(tuple(token_ids), out.past_key_values)
+
+    def serves(self, prompts: Sequence[Sequence[int]]) -> bool:
+        """Whether every prompt starts with this prefix and goes on after it."""
+        width = len(self.token_ids)
+        return all(len(prompt) > width and tuple(prompt[:width]) == self.token_ids for prompt in prompts)
+
+    def rows(self, count: int) -> DynamicCache:
+        """A fresh cache holding the prefix in `count` rows (the forward extends it in place)."""
+        cache = DynamicCache()
+        for index, layer in enumerate(self.cache.layers):
+            cache.update(layer.keys.expand(count, -1, -1, -1).contiguous(),
+                         layer.values.expand(count, -1, -1, -1).contiguous(), index)
+        return cache
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all prompts share, leaving each at least one token of its own."""
+    first, shortest = prompts[0], min(len(prompt) for prompt in prompts)
+    length = 0
+    while length < shortest - 1 and all(prompt[length] == first[length] for prompt in prompts):
+        length += 1
+    return length
 
 
 class Batch:
@@ -50,25 +96,33 @@ class Batch:
         return int(self.mask.shape[0])
 
     @classmethod
-    def prefill(cls, model: Any, prompts: Sequence[Sequence[int]]) -> tuple[Batch, torch.Tensor]:
-        """One forward over the left-padded prompts; the batch (before its first tokens) and last-position logits."""
+    def prefill(cls, model: Any, prompts: Sequence[Sequence[int]],
+                prefix: Prefix | None = None) -> tuple[Batch, torch.Tensor]:
+        """One forward over the left-padded prompts (after `prefix`, which each must start with, when given); the
+        batch (before its first tokens) and last-position logits."""
         device = model.device
-        lengths = torch.tensor([len(prompt) for prompt in prompts], device=device)
-        width = int(lengths.max())
-        ids = left_padded([torch.tensor([prompt], device=device) for prompt in prompts], width, PAD)
+        shared = len(prefix.token_ids) if prefix is not None else 0
+        width = max(len(prompt) for prompt in prompts) - shared
+        ids = left_padded([torch.tensor([prompt[shared:]], device=device) for prompt in prompts], width, PAD)
         mask = (ids != PAD).long()
         # generate()'s position ids for left padding: count real tokens, padding gets 1.
-        position_ids = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, 1)
+        position_ids = (mask.cumsum(dim=1) - 1 + shared).masked_fill(mask == 0, 1)
+        if prefix is not None:
+            ids_before = torch.tensor([prefix.token_ids], device=device).expand(len(prompts), -1)
+            cache, mask = prefix.rows(len(prompts)), torch.cat([torch.ones_like(ids_before), mask], dim=1)
+        else:
+            ids_before, cache = ids[:, :0], DynamicCache()
         out = model(
             input_ids=ids.clamp(min=0),
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=DynamicCache(),
+            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )
         check_cache(out.past_key_values)
-        return cls(out.past_key_values, mask, ids, lengths), out.logits[:, -1]
+        lengths = torch.tensor([len(prompt) for prompt in prompts], device=device)
+        return cls(out.past_key_values, mask, torch.cat([ids_before, ids], dim=1), lengths), out.logits[:, -1]
 
     def decode(self, model: Any) -> torch.Tensor:
         """One forward of every row's next token; its logits."""
@@ -95,13 +149,14 @@ class Batch:
         self.next_tokens = tokens
 
     def keep(self, rows: Sequence[int]) -> None:
-        """Keep only `rows` (in that order), then drop the leading columns that are padding in every row."""
+        """Keep only `rows` (in that order), then drop the leading columns that are padding in every row (rows that
+        share a prefix have padding after it: only the columns before any row's first real token go)."""
         if list(rows) != list(range(self.size)):
             index = torch.tensor(rows, device=self.mask.device)
             self.mask, self.token_ids = self.mask[index], self.token_ids[index]
             self.positions, self.next_tokens = self.positions[index], self.next_tokens[index]
             self.cache.batch_select_indices(index)
-        unused = self.mask.shape[1] - int(self.positions.max())
+        unused = int(self.mask.any(dim=0).int().argmax())
         if unused > 0:
             self.mask, self.token_ids = self.mask[:, unused:], self.token_ids[:, unused:]
             for layer in self._layers(self.cache):

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from hubserve.errors import HubserveError, ModelError
-from hubserve.worker.generation.batch import Batch
+from hubserve.worker.generation.batch import Batch, Prefix, shared_prefix_length
 from hubserve.worker.generation.decoding import TextStream
 from hubserve.worker.generation.sampling import RowSampling, choose
 from hubserve.worker.generation.types import (
@@ -27,6 +27,8 @@ from hubserve.worker.generation.types import (
 log = logging.getLogger("hubserve.worker.generation")
 # Prefills in a row (for requests arriving during the previous one) before the running rows get their decode.
 MAX_PREFILLS = 4
+# Prompts prefilled together that share at least this many leading tokens compute them once (see batch.Prefix).
+MIN_SHARED_PREFIX = 8
 
 # What a request's consumer receives: token events, then (instead of a last event) an error.
 Outcome = TokenEvent | HubserveError
@@ -94,9 +96,11 @@ class Scheduler:
         self.running: list[Request] = []
         self.batch: Batch | None = None
         self.sampling: RowSampling | None = None
+        self.prefix: Prefix | None = None  # the last shared prefix: later prompts that start with it reuse it
         self.counters = {  # requests `finished` (length, EOS, stop sequence), `cancelled` or `failed` (model error)
             "steps": 0,
             "prefills": 0,
+            "prefix_tokens_reused": 0,  # prompt tokens a shared prefix spared the prefill
             "tokens_generated": 0,
             "max_batch_size": 0,
             "finished": 0,
@@ -151,12 +155,27 @@ class Scheduler:
         return admitted
 
     def _prefill(self, admitted: list[Request], outbox: Outbox) -> int:
-        new, logits = Batch.prefill(self.model, [request.prompt_ids for request in admitted])
+        prompts = [request.prompt_ids for request in admitted]
+        kept = self.prefix
+        prefix = self._prefix_for(prompts)
+        new, logits = Batch.prefill(self.model, prompts, prefix)
         self.counters["prefills"] += 1
+        if prefix is not None:  # a new prefix was computed once for these prompts, a kept one before them
+            self.counters["prefix_tokens_reused"] += len(prefix.token_ids) * (len(prompts) - (prefix is not kept))
         left = self._advance(new, admitted, logits, outbox)
         if admitted:
             self._join(new, admitted)
         return left
+
+    def _prefix_for(self, prompts: list[list[int]]) -> Prefix | None:
+        """The kept prefix if every prompt starts with it, else a new one if these prompts share enough tokens."""
+        if self.prefix is not None and self.prefix.serves(prompts):
+            return self.prefix
+        shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+        if shared < MIN_SHARED_PREFIX:
+            return None
+        self.prefix = Prefix.compute(self.model, prompts[0][:shared])
+        return self.prefix
 
     def _decode_step(self, outbox: Outbox) -> int:
         assert self.batch is not None
