@@ -129,6 +129,23 @@ async def request_load(url: str, bodies: Sequence[bytes], concurrency: int,
     return RequestLoad(wall_s, latencies, time.process_time() - cpu)
 
 
+async def alternating_latency(url: str, bodies: Sequence[bytes], direct: Callable[[int], float], block: int,
+                              warmup: Sequence[bytes] = ()) -> tuple[list[float], list[float]]:
+    """Latencies of `bodies` sent one at a time, and of `direct(i)` (an in-process call for the same item, timing
+    itself), alternating in blocks of `block`: both sample the same stretches of time on a machine whose speed
+    drifts by a third within minutes. Returns (served, direct)."""
+    served: list[float] = []
+    direct_calls: list[float] = []
+    async with client(1) as http:
+        for body in warmup:
+            await post(http, url, body)
+        for start in range(0, len(bodies), block):
+            items = range(start, min(start + block, len(bodies)))
+            direct_calls += [direct(index) for index in items]
+            served += [await post(http, url, bodies[index]) for index in items]
+    return served, direct_calls
+
+
 async def sse_events(http: aiohttp.ClientSession, url: str, body: bytes) -> AsyncIterator[dict[str, Any]]:
     """The JSON `data:` events of a server-sent-events answer; `Unavailable` if the answer is not a stream."""
     async with http.post(url, data=body, headers=JSON_HEADERS) as response:

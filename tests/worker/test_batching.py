@@ -181,18 +181,33 @@ def test_a_poisoned_input_fails_only_its_request(classifier: TaskModel) -> None:
     assert results[3] == classifier.adapter.predict(["x", "y"], {})
 
 
-@pytest.mark.parametrize("task, inputs", [
-    ("token-classification", ["my name is clara", "a day in berkeley"]),
-    ("fill-mask", ["the [MASK] is good", "a [MASK] day"]),
-    ("feature-extraction", ["a good day", "the movie"]),
-    ("sentence-embeddings", ["a good day", "the movie was long"]),
+@pytest.mark.parametrize("task, inputs, parameters", [
+    ("token-classification", ["my name is clara", "a day in berkeley"], {}),
+    ("fill-mask", ["the [MASK] is good", "a [MASK] day"], {}),
+    ("feature-extraction", ["a good day", "the movie"], {}),
+    ("sentence-embeddings", ["a good day", "the movie was long"], {}),
+    ("sentence-similarity", [{"source_sentence": "a good day", "sentences": ["a day", "the movie"]},
+                             {"source_sentence": "the movie was long", "sentences": ["long"]}], {}),
+    ("zero-shot-classification", ["a good day", "the movie was long and bad"],
+     {"candidate_labels": ["good", "bad", "long"]}),
+    ("question-answering", [{"question": "Where do I live?", "context": "My name is Sarah and I live in London"},
+                            {"question": "Who?", "context": "Clara"}], {}),
+    ("question-answering", [{"question": "Where?", "context": "a b c d e f g h " * 60},
+                            {"question": "Who?", "context": "Clara"}], {"top_k": 2, "max_seq_len": 64}),
+    ("summarization", ["a good day", "the movie was long and bad"], {"max_new_tokens": 5}),
+    ("text2text-generation", ["a good day", "the movie"], {"max_new_tokens": 5, "num_return_sequences": 2,
+                                                             "num_beams": 2}),
 ])
-def test_batchable_adapters_match_their_single_answers(task: str, inputs: list[str],
-                                                       tiny_model: Callable[[str], Path]) -> None:
+def test_batchable_adapters_match_their_single_answers(task: str, inputs: list[Any], parameters: dict[str, Any],
+                                                       tiny_model: Callable[[str], Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One forward for every input (the per-item fallback is off), and each answer as its request alone gets it."""
     adapter = adapter_class(task)(tiny_model(task), LoadOptions())
-    batched = adapter.predict_items(inputs, {})
-    for text, output in zip(inputs, batched, strict=True):
-        single = adapter.predict(text, {})
+    monkeypatch.setattr(adapter, "predict", lambda *_: pytest.fail("predict_items ran the items one by one"))
+    batched = adapter.predict_items(inputs, dict(parameters))
+    monkeypatch.undo()
+    for item, output in zip(inputs, batched, strict=True):
+        single = adapter.predict(item, dict(parameters))
         assert _close(output, single), task
 
 

@@ -84,15 +84,30 @@ class SentenceSimilarityAdapter(SentenceTransformerAdapter):
     parameters = ENCODE_PARAMETERS
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
-        source = inputs.get("source_sentence") if isinstance(inputs, dict) else None
-        sentences = inputs.get("sentences") if isinstance(inputs, dict) else None
-        if not isinstance(source, str) or not isinstance(sentences, list) or not sentences:
-            raise BadRequest('inputs must be {"source_sentence": str, "sentences": [str, ...]}')
-        embeddings = self.encode([source, *require_texts(sentences)], parameters)
-        return {"similarities": cos_sim(embeddings[:1], embeddings[1:])[0].tolist()}
+        return self.predict_items([inputs], parameters)[0]
+
+    def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        """Every request's sentences encoded together, then each request's similarities."""
+        groups = [_similarity_texts(inputs) for inputs in items]
+        embeddings = self.encode([text for group in groups for text in group], parameters)
+        results, row = [], 0
+        for group in groups:
+            mine = embeddings[row:row + len(group)]
+            results.append({"similarities": cos_sim(mine[:1], mine[1:])[0].tolist()})
+            row += len(group)
+        return results
 
     def warmup(self) -> None:
         self.predict({"source_sentence": "warm up", "sentences": ["warm"]}, {})
+
+
+def _similarity_texts(inputs: Any) -> list[str]:
+    """The source sentence, then the sentences to compare it with."""
+    source = inputs.get("source_sentence") if isinstance(inputs, dict) else None
+    sentences = inputs.get("sentences") if isinstance(inputs, dict) else None
+    if not isinstance(source, str) or not isinstance(sentences, list) or not sentences:
+        raise BadRequest('inputs must be {"source_sentence": str, "sentences": [str, ...]}')
+    return [source, *require_texts(sentences)]
 
 
 class SentenceRankingAdapter(TaskAdapter):

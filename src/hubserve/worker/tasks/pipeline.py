@@ -74,8 +74,12 @@ class PipelineAdapter(TaskAdapter):
     def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
         kwargs = self.pipeline_kwargs(parameters)
         prepared = [self.prepare(item) for item in items]
-        outputs = self.pipe(prepared, batch_size=len(prepared), **kwargs)
+        outputs = self.pipe(prepared, batch_size=self.forward_rows(len(prepared), kwargs), **kwargs)
         return [self.item_output(plain(output)) for output in outputs]
+
+    def forward_rows(self, items: int, kwargs: dict[str, Any]) -> int:
+        """The pipeline's batch size for `items` inputs: all of them in one forward."""
+        return items
 
     def item_output(self, output: Any) -> Any:
         """What `predict(item)` returns, given the pipeline's output for that item within a list."""

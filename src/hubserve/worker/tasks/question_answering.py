@@ -59,9 +59,19 @@ class QuestionAnsweringAdapter(TaskAdapter):
         self.question_first = self.tokenizer.padding_side == "right"
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        examples = inputs if isinstance(inputs, list) else [inputs]
+        shaped = self.answer_all(examples, parameters)
+        return shaped if isinstance(inputs, list) else shaped[0]
+
+    def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        if any(isinstance(item, list) for item in items):
+            return super().predict_items(items, parameters)
+        return self.answer_all(items, parameters)  # one forward over every request's windows
+
+    def answer_all(self, examples: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        """Per example, its best answer (or its `top_k` best), from one forward over all their windows."""
         self.check_parameters(parameters)
         settings = Settings.parse(parameters)
-        examples = inputs if isinstance(inputs, list) else [inputs]
         for example in examples:
             if not (
                 isinstance(example, dict)
@@ -71,17 +81,40 @@ class QuestionAnsweringAdapter(TaskAdapter):
                 raise BadRequest('inputs must be {"question": str, "context": str} or a list of those')
             if not example["question"].strip() or not example["context"].strip():
                 raise BadRequest("question and context must not be empty")
-        answers = [self.answer(example["question"], example["context"], settings) for example in examples]
-        shaped = [found[0] if settings.top_k == 1 else found for found in answers]
-        return shaped if isinstance(inputs, list) else shaped[0]
+        encodings = [self.encode(example["question"], example["context"], settings) for example in examples]
+        answers = [
+            self.answer(encoding, example["context"], starts, ends, settings)
+            for example, encoding, (starts, ends) in zip(examples, encodings, self.logits(encodings), strict=True)
+        ]
+        return [found[0] if settings.top_k == 1 else found for found in answers]
 
-    def answer(self, question: str, context: str, settings: Settings) -> list[dict[str, Any]]:
-        encoding = self.encode(question, context, settings)
-        names = [name for name in self.tokenizer.model_input_names if name in encoding]
+    def logits(self, encodings: list[BatchEncoding]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Start and end logits of each encoding's windows, from one forward with them all padded alike."""
+        names = [name for name in self.tokenizer.model_input_names if name in encodings[0]]
+        width = max(int(encoding["input_ids"].shape[1]) for encoding in encodings)
+        left = self.tokenizer.padding_side == "left"
+        fill = {"input_ids": self.tokenizer.pad_token_id or 0}
+
+        def padded(tensor: torch.Tensor, value: int) -> torch.Tensor:
+            extra = width - tensor.shape[1]
+            return torch.nn.functional.pad(tensor, (extra, 0) if left else (0, extra), value=value)
+
+        batch = {name: torch.cat([padded(encoding[name], fill.get(name, 0)) for encoding in encodings])
+                 for name in names}
         with torch.inference_mode():
-            output = self.model(**{name: encoding[name].to(self.model.device) for name in names})
-        starts = output.start_logits.float().cpu().numpy()
-        ends = output.end_logits.float().cpu().numpy()
+            output = self.model(**{name: tensor.to(self.model.device) for name, tensor in batch.items()})
+        starts, ends = output.start_logits.float().cpu().numpy(), output.end_logits.float().cpu().numpy()
+        result, row = [], 0
+        for encoding in encodings:
+            rows, columns = encoding["input_ids"].shape
+            kept = slice(width - columns, width) if left else slice(0, columns)
+            result.append((starts[row:row + rows, kept], ends[row:row + rows, kept]))
+            row += rows
+        return result
+
+    def answer(self, encoding: BatchEncoding, context: str, starts: np.ndarray, ends: np.ndarray,
+               settings: Settings) -> list[dict[str, Any]]:
+        """The best spans of `context` given its windows' logits."""
         context_id = 1 if self.question_first else 0
         best: dict[tuple[int, int], float] = {}
         null_score = 1.0

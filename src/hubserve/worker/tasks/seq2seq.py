@@ -58,9 +58,21 @@ class Text2TextGenerationAdapter(TaskAdapter):
             raise BadRequest(unused_parameters_message(sorted(unknown), self.task))
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
-        self.check_parameters(parameters)
         texts = require_texts(inputs)
-        batch = [texts] if isinstance(texts, str) else texts
+        results = self.generate([texts] if isinstance(texts, str) else texts, parameters)
+        if isinstance(texts, str):
+            return results[0]
+        return [result[0] for result in results] if len(results[0]) == 1 else results
+
+    def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        texts = [require_texts(item) for item in items]
+        if not all(isinstance(text, str) for text in texts):
+            return super().predict_items(items, parameters)
+        return self.generate(texts, parameters)  # one padded generate() for every request's text
+
+    def generate(self, batch: list[str], parameters: dict[str, Any]) -> list[list[dict[str, str]]]:
+        """One `generate()` over `batch`; per text, its `num_return_sequences` answers."""
+        self.check_parameters(parameters)
         generate_kwargs = {name: value for name, value in parameters.items() if name in GENERATION_PARAMETERS}
         generate_kwargs = {**self.defaults, **generate_kwargs, **parameters.get("generate_parameters", {})}
         try:
@@ -80,13 +92,10 @@ class Text2TextGenerationAdapter(TaskAdapter):
             clean_up_tokenization_spaces=parameters.get("clean_up_tokenization_spaces"),
         )
         per_input = len(decoded) // len(batch)
-        results = [
+        return [
             [{self.output_key: text} for text in decoded[i * per_input : (i + 1) * per_input]]
             for i in range(len(batch))
         ]
-        if isinstance(texts, str):
-            return results[0]
-        return [result[0] for result in results] if per_input == 1 else results
 
     def tokenize(self, texts: list[str], parameters: dict[str, Any]) -> dict[str, Any]:
         """Model inputs for `texts`, plus generation arguments the encoding implies under "generate_kwargs"."""

@@ -28,3 +28,6 @@ class ZeroShotClassificationAdapter(PipelineAdapter):
                 "zero-shot-classification needs parameters.candidate_labels: a list of label strings"
             )
         return {**parameters, "candidate_labels": labels}
+
+    def forward_rows(self, items: int, kwargs: dict[str, Any]) -> int:
+        return items * len(kwargs["candidate_labels"])  # one (text, hypothesis) pair per label
