@@ -188,6 +188,8 @@ def test_a_poisoned_input_fails_only_its_request(classifier: TaskModel) -> None:
     ("sentence-embeddings", ["a good day", "the movie was long"], {}),
     ("sentence-similarity", [{"source_sentence": "a good day", "sentences": ["a day", "the movie"]},
                              {"source_sentence": "the movie was long", "sentences": ["long"]}], {}),
+    ("sentence-ranking", [{"query": "a good day", "texts": ["a day", "the movie"]},
+                          {"query": "the movie", "texts": ["long"]}], {}),
     ("zero-shot-classification", ["a good day", "the movie was long and bad"],
      {"candidate_labels": ["good", "bad", "long"]}),
     ("question-answering", [{"question": "Where do I live?", "context": "My name is Sarah and I live in London"},

@@ -122,22 +122,33 @@ class SentenceRankingAdapter(TaskAdapter):
         self.model = CrossEncoder(str(model_dir), **sentence_transformers_kwargs(options))
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        return self.predict_items([inputs], parameters)[0]
+
+    def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        """Every request's pairs scored together, then each request's scores."""
         self.check_parameters(parameters)
-        if (
-            isinstance(inputs, dict)
-            and isinstance(inputs.get("query"), str)
-            and isinstance(inputs.get("texts"), list)
-        ):
-            inputs = [[inputs["query"], text] for text in inputs["texts"]]
-        elif isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(text, str) for text in inputs):
-            inputs = [inputs]
-        if not (isinstance(inputs, list) and inputs and all(_is_pair(pair) for pair in inputs)):
-            raise BadRequest('inputs must be [[query, text], ...] or {"query": str, "texts": [str, ...]}')
-        scores = self.model.predict(inputs, show_progress_bar=False, convert_to_numpy=True, **parameters)
-        return {"scores": scores.tolist()}
+        groups = [_ranking_pairs(inputs) for inputs in items]
+        pairs = [pair for group in groups for pair in group]
+        scores = self.model.predict(pairs, show_progress_bar=False, convert_to_numpy=True, **parameters).tolist()
+        results, row = [], 0
+        for group in groups:
+            results.append({"scores": scores[row:row + len(group)]})
+            row += len(group)
+        return results
 
     def warmup(self) -> None:
         self.predict([["warm up", "warm"]], {})
+
+
+def _ranking_pairs(inputs: Any) -> list[Any]:
+    """A ranking request's (query, text) pairs."""
+    if isinstance(inputs, dict) and isinstance(inputs.get("query"), str) and isinstance(inputs.get("texts"), list):
+        inputs = [[inputs["query"], text] for text in inputs["texts"]]
+    elif isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(text, str) for text in inputs):
+        inputs = [inputs]
+    if not (isinstance(inputs, list) and inputs and all(_is_pair(pair) for pair in inputs)):
+        raise BadRequest('inputs must be [[query, text], ...] or {"query": str, "texts": [str, ...]}')
+    return inputs
 
 
 def _is_pair(pair: Any) -> bool:
