@@ -41,7 +41,7 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
 
     by_key = {(row["config"], row["metric"]): row for row in results["rows"]}
     hubserve = by_key["hubserve", "throughput (c=32)"]
-    assert hubserve["baseline"] == "offline encode, batch 32 (limit) / throughput"
+    assert hubserve["baseline"] == "offline encode, batch 32 (limit), alternating with hubserve / throughput"
     assert hubserve["ratio"] > 0 and hubserve["target"] == ">= 0.85x" and isinstance(hubserve["met"], bool)
     latency = by_key["hubserve", "latency p50 (c=1)"]
     assert latency["delta"] is not None and latency["target"] == "<= +3 ms"

@@ -2,9 +2,10 @@
 one-request-at-a-time FastAPI server and LitServe with batching, each over HTTP with one sentence per request.
 
 The machine's speed drifts (by a third within minutes on the shared development machine), so each figure is compared
-with a baseline taken over the same stretch of time: the offline limit is measured before the servers and again after
-them, and the median of both sets is the limit; each server's concurrency-1 latency is measured in blocks alternating
-with direct calls, and its difference is to the direct calls of its own run. The direct-call row pools them all.
+with a baseline taken over the same stretch of time: each server's throughput samples alternate with samples of the
+offline limit, and its ratio is to the limit samples of its own run; its concurrency-1 latency is measured in blocks
+alternating with direct calls, and its difference is to the direct calls of its own run. The limit and direct-call
+rows pool every server's samples.
 """
 
 from __future__ import annotations
@@ -47,14 +48,11 @@ class Offline:
         self.model = SentenceTransformer(str(context.models.embedding), device="cpu")
         self.model.encode(texts[:BATCH_SIZE], batch_size=BATCH_SIZE)
 
-    def limit_samples(self, repeats: int) -> list[float]:
-        """Sentences/s of `encode` over all texts at batch 32, `repeats` times."""
-        samples = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            self.model.encode(self.texts, batch_size=BATCH_SIZE, show_progress_bar=False)
-            samples.append(len(self.texts) / (time.perf_counter() - started))
-        return samples
+    def limit_sample(self) -> float:
+        """Sentences/s of `encode` over all texts at batch 32."""
+        started = time.perf_counter()
+        self.model.encode(self.texts, batch_size=BATCH_SIZE, show_progress_bar=False)
+        return len(self.texts) / (time.perf_counter() - started)
 
     def direct_call(self, index: int) -> float:
         """Seconds `encode([sentence])` takes for the `index`-th text."""
@@ -65,11 +63,12 @@ class Offline:
 
 @dataclass
 class ServerFigures:
-    """What one server did: throughput samples at concurrency 32, latencies at concurrency 1, and the direct calls
-    that alternated with them."""
+    """What one server did: throughput samples at concurrency 32 and the offline limit's samples between them,
+    latencies at concurrency 1 and the direct calls between them."""
 
     requests: int  # per throughput sample
     throughput_samples: list[float]
+    limit_samples: list[float]  # sentences/s, one before each throughput sample and one after the last
     client_cpu_cores: list[float]  # the load generator's own CPU use during each throughput sample
     latency: Latency
     direct: list[float]  # seconds per direct call, taken between the latency blocks
@@ -79,21 +78,30 @@ class ServerFigures:
     def throughput(self) -> float:
         return statistics.median(self.throughput_samples)
 
+    @property
+    def limit(self) -> float:
+        return statistics.median(self.limit_samples)
+
 
 def measure_server(context: Context, offline: Offline, config: str, url: str) -> ServerFigures:
-    """Throughput at concurrency 32 (median of `repeats`), then latency at concurrency 1 in blocks alternating with
-    direct calls; one sentence per request, each after an untimed warm-up at the same concurrency."""
+    """Throughput at concurrency 32 (median of `repeats`, each sample between two of the offline limit's), then
+    latency at concurrency 1 in blocks alternating with direct calls; one sentence per request, each after an untimed
+    warm-up at the same concurrency."""
     counts = context.counts
     bodies = [json.dumps({"inputs": text}).encode() for text in offline.texts]
     warmup = bodies[: counts.warmup_requests]
-    loads = [run_async(request_load(url, bodies, BATCH_SIZE, warmup)) for _ in range(counts.repeats)]
+    limits, loads = [offline.limit_sample()], []
+    for _ in range(counts.repeats):
+        loads.append(run_async(request_load(url, bodies, BATCH_SIZE, warmup)))
+        limits.append(offline.limit_sample())
     served, direct = run_async(alternating_latency(url, bodies[: counts.latency_requests], offline.direct_call,
                                                    LATENCY_BLOCK, warmup))
     latency = Latency.of(served)
-    figures = ServerFigures(len(bodies), [load.per_second for load in loads],
+    figures = ServerFigures(len(bodies), [load.per_second for load in loads], limits,
                             [round(load.client_cpu_s / load.wall_s, 3) for load in loads], latency, direct)
-    say(f"{config}: {figures.throughput:.0f} sentences/s at c={BATCH_SIZE}, p50 {latency.p50 * 1000:.2f} ms at c=1 "
-        f"(direct calls meanwhile: {Latency.of(direct).p50 * 1000:.2f} ms)")
+    say(f"{config}: {figures.throughput:.0f} sentences/s at c={BATCH_SIZE} (offline limit meanwhile: "
+        f"{figures.limit:.0f}), p50 {latency.p50 * 1000:.2f} ms at c=1 (direct calls meanwhile: "
+        f"{Latency.of(direct).p50 * 1000:.2f} ms)")
     return figures
 
 
@@ -122,14 +130,19 @@ def _measure_peer(context: Context, offline: Offline, config: str, peer: ServerP
 DIRECT = "offline encode([sentence]) (direct call)"
 
 
-def server_rows(config: str, figures: ServerFigures | Unavailable, limit: Row, note: str = "",
+LIMIT = f"offline encode, batch {BATCH_SIZE} (limit)"
+
+
+def server_rows(config: str, figures: ServerFigures | Unavailable, note: str = "",
                 throughput_target: Target | None = None, latency_target: Target | None = None) -> list[Row]:
-    """Throughput as a fraction of the limit and p50 latency as ms above the direct calls that alternated with it
-    (or why not measured)."""
+    """Throughput as a fraction of the limit samples and p50 latency as ms above the direct calls that alternated
+    with it (or why not measured)."""
     if isinstance(figures, Unavailable):
         return unavailable(SUITE, config, SERVER_METRICS, str(figures))
-    throughput_details = {"samples": figures.throughput_samples, "requests_per_sample": figures.requests,
-                          "client_cpu_cores": figures.client_cpu_cores, **figures.details}
+    throughput_details = {"samples": figures.throughput_samples, "limit_samples": figures.limit_samples,
+                          "requests_per_sample": figures.requests, "client_cpu_cores": figures.client_cpu_cores,
+                          **figures.details}
+    limit = row(SUITE, f"{LIMIT}, alternating with {config}", "throughput", figures.limit, PER_SECOND)
     direct = Latency.of(figures.direct)
     paired = row(SUITE, f"{DIRECT}, alternating with {config}", "latency p50", direct.p50 * 1000, "ms")
     return [
@@ -152,25 +165,24 @@ def run(context: Context) -> list[Row]:
             _create_endpoint(context)
         texts = sentences(counts.throughput_requests)
         offline = Offline(context, texts)
-        before = offline.limit_samples(counts.repeats)
-        say(f"offline: {statistics.median(before):.0f} sentences/s at batch {BATCH_SIZE}")
         measured = {HUBSERVE: attempt(HUBSERVE, lambda: _measure_hubserve(context, offline))}
         for config, server in peer_servers.items():
             measured[config] = attempt(config, partial(_measure_peer, context, offline, config, server))
-        after = offline.limit_samples(counts.repeats)
-        say(f"offline again: {statistics.median(after):.0f} sentences/s at batch {BATCH_SIZE}")
     finally:
         for server in peer_servers.values():
             server.stop()
-    limit = row(SUITE, f"offline encode, batch {BATCH_SIZE} (limit)", "throughput", statistics.median(before + after),
-                PER_SECOND, details={"samples_before": before, "samples_after": after, "sentences": len(texts)})
-    direct_calls = [call for figures in measured.values() if isinstance(figures, ServerFigures)
-                    for call in figures.direct]
+    figures = [figures for figures in measured.values() if isinstance(figures, ServerFigures)]
+    limits = [sample for server in figures for sample in server.limit_samples]
+    direct_calls = [call for server in figures for call in server.direct]
     direct = Latency.of(direct_calls) if direct_calls else None
-    rows = [limit, row(SUITE, DIRECT, "latency p50", direct and direct.p50 * 1000, "ms",
-                       note="all servers' alternating blocks", details=direct.as_ms() if direct else {})]
-    rows += server_rows(HUBSERVE, measured[HUBSERVE], limit, throughput_target=Target("ratio_min", 0.85),
+    rows = [
+        row(SUITE, LIMIT, "throughput", statistics.median(limits) if limits else None, PER_SECOND,
+            note="all servers' alternating samples", details={"samples": limits, "sentences": len(texts)}),
+        row(SUITE, DIRECT, "latency p50", direct and direct.p50 * 1000, "ms", note="all servers' alternating blocks",
+            details=direct.as_ms() if direct else {}),
+    ]
+    rows += server_rows(HUBSERVE, measured[HUBSERVE], throughput_target=Target("ratio_min", 0.85),
                         latency_target=Target("delta_max", 3.0))
     for config, (_, note) in PEERS.items():
-        rows += server_rows(config, measured[config], limit, note=note)
+        rows += server_rows(config, measured[config], note=note)
     return rows
