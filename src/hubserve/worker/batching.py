@@ -58,14 +58,13 @@ class BatchStats:
 RunBatch = Callable[[list[Work]], list[Any]]
 
 
-
 class DynamicBatcher:
     """Runs queued work in batches of up to `max_batch_size` items on the model thread.
 
-    An idle replica never waits: a lone request runs at once. Under load (the last batch served several callers, or
-    work queued while it ran) a batch that is not full waits for more, at most `max_delay_s`: while requests keep
-    arriving, and for the callers the last batch answered, who tend to send again after a round trip (learnt as a
-    moving average). `run` returns one result or exception per work item, in order.
+    An idle replica never waits: a lone request runs at once (after a batch that served one caller). Under load (the
+    last batch served several callers) a batch waits, at most `max_delay_s`, until it holds as many items as the last
+    batch answered plus those queued meanwhile: those callers tend to send again after a round trip. `run` returns
+    one result or exception per work item, in order.
     """
 
     def __init__(self, run: RunBatch, executor: Executor, max_batch_size: int, max_delay_s: float) -> None:
