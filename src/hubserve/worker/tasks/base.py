@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,6 +60,15 @@ class TaskAdapter:
 
     def warmup(self) -> None:
         """Run one small request so the first real one does not pay for lazy initialisation."""
+
+
+def regroup(values: Any, groups: Sequence[Sized]) -> list[Any]:
+    """`values` (a list or array: one per member of every group, in order) cut back into one slice per group."""
+    slices, start = [], 0
+    for group in groups:
+        slices.append(values[start:start + len(group)])
+        start += len(group)
+    return slices
 
 
 def unused_parameters_message(names: list[str], task: str) -> str:

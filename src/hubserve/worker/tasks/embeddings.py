@@ -10,7 +10,7 @@ from sentence_transformers import CrossEncoder, SentenceTransformer
 from sentence_transformers.util import cos_sim
 
 from hubserve.errors import BadRequest
-from hubserve.worker.tasks.base import LoadOptions, TaskAdapter
+from hubserve.worker.tasks.base import LoadOptions, TaskAdapter, regroup
 from hubserve.worker.tasks.loading import sentence_transformers_kwargs
 from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
 
@@ -90,12 +90,7 @@ class SentenceSimilarityAdapter(SentenceTransformerAdapter):
         """Every request's sentences encoded together, then each request's similarities."""
         groups = [_similarity_texts(inputs) for inputs in items]
         embeddings = self.encode([text for group in groups for text in group], parameters)
-        results, row = [], 0
-        for group in groups:
-            mine = embeddings[row:row + len(group)]
-            results.append({"similarities": cos_sim(mine[:1], mine[1:])[0].tolist()})
-            row += len(group)
-        return results
+        return [{"similarities": cos_sim(mine[:1], mine[1:])[0].tolist()} for mine in regroup(embeddings, groups)]
 
     def warmup(self) -> None:
         self.predict({"source_sentence": "warm up", "sentences": ["warm"]}, {})
@@ -130,11 +125,7 @@ class SentenceRankingAdapter(TaskAdapter):
         groups = [_ranking_pairs(inputs) for inputs in items]
         pairs = [pair for group in groups for pair in group]
         scores = self.model.predict(pairs, show_progress_bar=False, convert_to_numpy=True, **parameters).tolist()
-        results, row = [], 0
-        for group in groups:
-            results.append({"scores": scores[row:row + len(group)]})
-            row += len(group)
-        return results
+        return [{"scores": mine} for mine in regroup(scores, groups)]
 
     def warmup(self) -> None:
         self.predict([["warm up", "warm"]], {})

@@ -64,8 +64,6 @@ class QuestionAnsweringAdapter(TaskAdapter):
         return shaped if isinstance(inputs, list) else shaped[0]
 
     def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
-        if any(isinstance(item, list) for item in items):
-            return super().predict_items(items, parameters)
         return self.answer_all(items, parameters)  # one forward over every request's windows
 
     def answer_all(self, examples: list[Any], parameters: dict[str, Any]) -> list[Any]:

@@ -65,9 +65,7 @@ class Text2TextGenerationAdapter(TaskAdapter):
         return [result[0] for result in results] if len(results[0]) == 1 else results
 
     def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
-        texts = [require_texts(item) for item in items]
-        if not all(isinstance(text, str) for text in texts):
-            return super().predict_items(items, parameters)
+        texts = [require_texts(item) for item in items]  # single inputs: strings (lists never reach here)
         return self.generate(texts, parameters)  # one padded generate() for every request's text
 
     def generate(self, batch: list[str], parameters: dict[str, Any]) -> list[list[dict[str, str]]]:
