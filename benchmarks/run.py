@@ -66,7 +66,9 @@ def run_suites(names: list[str], models: Models, counts: Counts, work: Path) -> 
     with peers.hubserve(home, token, logs) as server:
         admin = HubserveAdmin(server.url, token)
         try:
-            context = Context(counts=counts, models=models, hubserve=admin, logs=logs)
+            assert server.process is not None
+            context = Context(counts=counts, models=models, hubserve=admin, hubserve_pid=server.process.pid,
+                              logs=logs)
             for name in names:
                 say(f"suite {name}")
                 rows += SUITES[name](context)

@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 from benchmarks.context import Context
 from benchmarks.report import Row
-from benchmarks.suites import coldstart, embeddings, generation
+from benchmarks.suites import coldstart, embeddings, generation, soak
 
 SUITES: dict[str, Callable[[Context], list[Row]]] = {
     "embeddings": embeddings.run,
     "generation": generation.run,
     "coldstart": coldstart.run,
+    "soak": soak.run,
 }
