@@ -81,6 +81,30 @@ def start_server(home: Path, env: dict[str, str] | None = None, port: int | None
     raise RuntimeError(f"server did not start: {log.read_text()}")
 
 
+def sagemaker_runtime(url: str, attempts: int = 1) -> Any:
+    """boto3's SageMaker runtime client for a hubserve at `url` (`attempts` tries per call, as botocore counts)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("sagemaker-runtime", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
+                        aws_secret_access_key="test",
+                        config=Config(retries={"max_attempts": attempts, "mode": "standard"}))
+
+
+@contextlib.contextmanager
+def server_with_echo(home: Path, name: str, model: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A server of its own (with `env`) whose echo endpoint `name` (model folder `model`) is running."""
+    from custom_models import write_echo_model
+
+    running = start_server(home, env=env)
+    try:
+        running.client().create_endpoint({"name": name, "model": str(write_echo_model(model))})
+        running.client().wait(name, timeout=300)
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = start_server(tmp_path_factory.mktemp("hubserve") / "home")

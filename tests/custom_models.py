@@ -25,6 +25,14 @@ def predict_fn(data, model, context):
         time.sleep(float(data.get("parameters", {}).get("seconds", 1)))
     if command == "crash":
         os._exit(17)
+    if command == "crash-once":  # only the first replica to see this marker dies
+        try:
+            os.close(os.open(data["parameters"]["marker"], os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return {"pid": os.getpid()}
+        os._exit(17)
+    if command == "env":
+        return {"names": sorted(os.environ)}
     if command == "pid":
         return {"pid": os.getpid(), "version": os.environ.get("ECHO_VERSION")}
     headers = context.request_processor[0].get_request_properties()
@@ -34,9 +42,29 @@ def predict_fn(data, model, context):
 
 
 def write_echo_model(path: Path) -> Path:
-    """A model whose predict_fn echoes its input, raises, sleeps or crashes on request."""
+    """A model whose predict_fn echoes its input, raises, sleeps, crashes or lists its env's names on request."""
     (path / "code").mkdir(parents=True, exist_ok=True)
     (path / "code" / "inference.py").write_text(textwrap.dedent(ECHO_INFERENCE))
+    return path
+
+
+SEGFAULT_ON_LOAD = '''
+import ctypes
+
+
+def model_fn(model_dir):
+    ctypes.string_at(0)  # reads address 0: a segfault, as a broken native extension causes
+
+
+def predict_fn(data, model):
+    return data
+'''
+
+
+def write_segfault_model(path: Path) -> Path:
+    """A model whose loading kills its process with a segfault: it never gets to report a failure."""
+    (path / "code").mkdir(parents=True, exist_ok=True)
+    (path / "code" / "inference.py").write_text(textwrap.dedent(SEGFAULT_ON_LOAD))
     return path
 
 

@@ -49,6 +49,25 @@ def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -
     return path
 
 
+def write_zeros_archive(path: Path, size: int, name: str = "zeros.bin") -> Path:
+    """An archive (of the kind its suffix says) of one file of `size` zero bytes, written as a stream: a
+    compression bomb of any size costs no memory to make."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".zip":
+        chunk = bytes(1 << 20)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle, \
+                bundle.open(name, "w", force_zip64=True) as out:
+            for start in range(0, size, len(chunk)):
+                out.write(chunk[: size - start])
+        return path
+    compression = {".gz": "gz", ".tgz": "gz", ".bz2": "bz2", ".xz": "xz"}.get(path.suffix, "")
+    member = tarfile.TarInfo(name)
+    member.size = size
+    with tarfile.open(path, f"w:{compression}") as tar, open("/dev/zero", "rb") as zeros:
+        tar.addfile(member, zeros)
+    return path
+
+
 def file_member(name: str, data: bytes) -> tarfile.TarInfo:
     member = tarfile.TarInfo(name)
     member.size = len(data)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hubserve.errors import BadRequest
-from hubserve.sources import ResolvedModel, resolve_source
+from hubserve.sources import ArchiveLimits, ResolvedModel, resolve_source
 from hubserve.sources import gguf as gguf_sources
 from hubserve.sources import hub as hub_sources
 from hubserve.sources.cache import build_once, sha256_file
@@ -36,6 +36,7 @@ from sources_fixtures import (
     write_tar,
     write_tiny_gguf,
     write_tree_listing,
+    write_zeros_archive,
 )
 
 ARCHIVE_NAMES = ["model.tar.gz", "model.tgz", "model.tar", "model.zip"]
@@ -43,8 +44,10 @@ COMMIT_MAIN = "a" * 40
 COMMIT_DEV = "b" * 40
 
 
-def resolve(source: str | Path, cache: Path, revision: str | None = None) -> ResolvedModel:
-    return resolve_source(str(source), revision=revision, token=None, cache_dir=cache, endpoint="test")
+def resolve(source: str | Path, cache: Path, revision: str | None = None,
+            limits: ArchiveLimits | None = None) -> ResolvedModel:
+    return resolve_source(str(source), revision=revision, token=None, cache_dir=cache, endpoint="test",
+                          limits=limits)
 
 
 def assert_model(resolved: ResolvedModel) -> None:
@@ -239,6 +242,64 @@ def test_not_an_archive(tmp_path: Path) -> None:
         resolve(fake, tmp_path / "cache")
 
 
+BOMB_NAMES = ["bomb.tar.gz", "bomb.tgz", "bomb.tar.bz2", "bomb.tar.xz", "bomb.zip"]
+
+
+def assert_nothing_unpacked(cache: Path) -> None:
+    """Only lock files are left of a refused archive: no model folder, no half-unpacked temp folder."""
+    assert [entry.suffix for entry in (cache / "archives").iterdir()] == [".lock"]
+
+
+@pytest.mark.parametrize("name", BOMB_NAMES)
+def test_compression_bomb_is_refused_as_it_unpacks(tmp_path: Path, name: str) -> None:
+    archive = write_zeros_archive(tmp_path / "in" / name, 16 << 20)  # kilobytes that unpack to 16 MiB
+    cache = tmp_path / "cache"
+    limits = ArchiveLimits(ratio_checked_from_bytes=1 << 20)
+    with pytest.raises(BadRequest, match=r"unpacks to more than 100 times its own size \(\d+ bytes\), which no "
+                                         r"model archive does: refusing it as a compression bomb"):
+        resolve(archive, cache, limits=limits)
+    assert_nothing_unpacked(cache)
+
+
+@pytest.mark.parametrize("name", ["model.tar", *BOMB_NAMES])
+def test_archive_over_the_unpacked_size_limit_is_refused(tmp_path: Path, name: str) -> None:
+    weights = os.urandom(3 << 20)  # weights barely compress: only the size limit can stop these
+    archive = write_archive(tmp_path / "in" / name, {**MODEL_FILES, "model.safetensors": weights})
+    cache = tmp_path / "cache"
+    with pytest.raises(BadRequest, match=r"unpacks to more than 2097152 bytes, the server's limit "
+                                         r"\(HUBSERVE_MAX_UNPACKED_BYTES\)"):
+        resolve(archive, cache, limits=ArchiveLimits(max_unpacked_bytes=2 << 20))
+    assert_nothing_unpacked(cache)
+    assert_model(resolve(archive, cache, limits=ArchiveLimits(max_unpacked_bytes=4 << 20)))
+
+
+@pytest.mark.parametrize("name", ["model.tar.gz", "model.zip"])
+def test_small_archives_compress_any_amount(tmp_path: Path, name: str) -> None:
+    # A small model of text and zero-filled tensors: far over the ratio, but under the size it applies from.
+    files = {**MODEL_FILES, "model.safetensors": bytes(8 << 20), "vocab.txt": b"token\n" * 100_000}
+    resolved = resolve(write_archive(tmp_path / name, files), tmp_path / "cache")
+    assert (resolved.path / "model.safetensors").stat().st_size == 8 << 20
+
+
+def test_member_that_claims_more_than_the_stream_holds_is_refused(tmp_path: Path) -> None:
+    # A member that declares a terabyte: skipping it reads through the stream, which ends long before.
+    liar = file_member("model.safetensors", b"")
+    liar.size = 1 << 40
+    archive = write_tar(tmp_path / "liar.tar.gz", [(file_member("config.json", b"{}"), b"{}"), (liar, None)])
+    cache = tmp_path / "cache"
+    with pytest.raises(BadRequest, match=r"could not unpack '.*liar\.tar\.gz'"):
+        resolve(archive, cache, limits=ArchiveLimits(max_unpacked_bytes=1 << 20))
+    assert_nothing_unpacked(cache)
+
+
+def test_sparse_member_is_refused(tmp_path: Path) -> None:
+    sparse = file_member("model.safetensors", b"")
+    sparse.type = tarfile.GNUTYPE_SPARSE
+    archive = write_tar(tmp_path / "sparse.tar", [(sparse, None)])
+    with pytest.raises(BadRequest, match="'model.safetensors' is a sparse file"):
+        resolve(archive, tmp_path / "cache")
+
+
 def test_concurrent_builds_run_once(tmp_path: Path) -> None:
     builds: list[Path] = []
 
@@ -270,7 +331,7 @@ def test_http_archive(tmp_path: Path) -> None:
         with pytest.raises(BadRequest, match="was not found"):
             resolve(f"{url}/missing.tar.gz", cache)
     assert_model(resolved)
-    assert not [entry for entry in (cache / "downloads").iterdir()]  # the downloaded archive is gone
+    assert not [entry for entry in (cache / "downloads" / "test").iterdir()]  # the downloaded archive is gone
 
 
 @pytest.fixture(scope="module")

@@ -75,3 +75,56 @@ def test_update_changes_only_given_fields() -> None:
 def test_update_is_validated() -> None:
     with pytest.raises(ValidationError):
         EndpointUpdate(replicas=0)
+
+
+@pytest.mark.parametrize("fields", [
+    {"model": "\ud800"}, {"revision": "v\udfff"}, {"task": "\ud800"}, {"env": {"\ud800": "v"}},
+    {"env": {"K": "\ud800"}}, {"env": {"K": "a\0b"}}, {"model": "m\0"}, {"env": {"": "v"}}, {"env": {"A=B": "v"}},
+    {"env": {"HF_MODEL_ID": "\ud800"}},
+])
+def test_text_that_no_file_database_or_process_env_takes_is_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        EndpointSpec.model_validate({"name": "e", "model": "m", **fields})
+    with pytest.raises(ValidationError):
+        EndpointUpdate.model_validate(fields)
+
+
+@pytest.mark.parametrize("name", ["a\n", "a\ud800", "é"])
+def test_names_match_whole(name: str) -> None:
+    with pytest.raises(ValidationError):
+        EndpointSpec(name=name, model="m")
+
+
+def test_device_matches_whole() -> None:
+    with pytest.raises(ValidationError):
+        EndpointSpec(name="e", model="m", device="cpu\n")
+
+
+@pytest.mark.parametrize("fields", [{"timeout_s": float("inf")}, {"timeout_s": float("nan")},
+                                    {"engine": {"max_batch_delay_ms": float("inf")}}])
+def test_non_finite_numbers_are_refused(fields: dict[str, object]) -> None:
+    # Infinity passes `gt=0`, then breaks every JSON answer and is saved as null, which the store cannot load back.
+    with pytest.raises(ValidationError, match="finite"):
+        EndpointSpec.model_validate({"name": "e", "model": "m", **fields})
+
+
+def test_env_value_of_the_wrong_type_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="string"):
+        EndpointSpec.model_validate({"name": "e", "model": "m", "env": {"HF_TRUST_REMOTE_CODE": 1}})
+
+
+def test_payload_limit_fits_one_channel_frame() -> None:
+    with pytest.raises(ValidationError):
+        EndpointSpec(name="e", model="m", max_payload_bytes=(1 << 30) + 1)
+
+
+def test_valid_unicode_text_is_kept() -> None:
+    spec = EndpointSpec.model_validate({"name": "e", "model": "/models/modèle-😀", "env": {"GREETING": "grüße\n"}})
+    assert spec.model == "/models/modèle-😀" and spec.env == {"GREETING": "grüße\n"}
+
+
+@pytest.mark.parametrize("fields", [{"replicas": "2"}, {"replicas": True}, {"replicas": 2.0},
+                                    {"engine": {"max_batch_delay_ms": False}}, {"trust_remote_code": "yes"}])
+def test_values_are_not_coerced(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        EndpointSpec.model_validate({"name": "e", "model": "m", **fields})

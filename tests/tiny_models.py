@@ -1,7 +1,8 @@
 """Tiny random Hugging Face models for tests: built locally in about a second, deterministic (fixed seeds).
 
 `build_tiny_model(task, path)` saves a model of the right architecture, with its tokenizer or processor and a
-model card whose `pipeline_tag` is the task, into `path`; `TINY_MODEL_TASKS` lists the tasks it knows.
+model card whose `pipeline_tag` is the task, into `path`; `TINY_MODEL_TASKS` lists the tasks it knows. The causal LM
+takes `max_positions`: its context (512 tokens by default).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _byte_level_bpe(specials: list[str]) -> tuple[dict[str, int], list[tuple[str
     return _train_bpe(byte_level, specials, 600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
 
 
-def chat_tokenizer() -> GPT2TokenizerFast:
+def chat_tokenizer(model_max_length: int = 512) -> GPT2TokenizerFast:
     """A byte-level BPE with <s> </s> <pad> <unk> and a chat template, for the causal LM."""
     vocab, merges = _byte_level_bpe(["<pad>", "<s>", "</s>", "<unk>"])
     return GPT2TokenizerFast(
@@ -155,7 +156,7 @@ def chat_tokenizer() -> GPT2TokenizerFast:
         pad_token="<pad>",
         unk_token="<unk>",
         chat_template=CHAT_TEMPLATE,
-        model_max_length=512,
+        model_max_length=model_max_length,
     )
 
 
@@ -286,11 +287,11 @@ def _translation(path: Path) -> None:
     _encoder_decoder(M2M100Config, M2M100ForConditionalGeneration, nllb_tokenizer(), path)
 
 
-def _tiny_llama() -> tuple[LlamaForCausalLM, GPT2TokenizerFast]:
-    tokenizer = chat_tokenizer()
+def _tiny_llama(max_positions: int = 512) -> tuple[LlamaForCausalLM, GPT2TokenizerFast]:
+    tokenizer = chat_tokenizer(max_positions)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         num_key_value_heads=2,
         tie_word_embeddings=False,
         **_special_ids(tokenizer),
@@ -301,8 +302,8 @@ def _tiny_llama() -> tuple[LlamaForCausalLM, GPT2TokenizerFast]:
     return model, tokenizer
 
 
-def _text_generation(path: Path) -> None:
-    _save(*_tiny_llama(), path)
+def _text_generation(path: Path, max_positions: int = 512) -> None:
+    _save(*_tiny_llama(max_positions), path)
 
 
 def _permute_for_gguf(weights: np.ndarray, heads: int) -> np.ndarray:
@@ -430,7 +431,7 @@ def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-_BUILDERS: dict[str, Callable[[Path], None]] = {
+_BUILDERS: dict[str, Callable[..., None]] = {
     "text-classification": _text_classification,
     "token-classification": _token_classification,
     "question-answering": _question_answering,
@@ -455,8 +456,9 @@ _ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classific
 TINY_MODEL_TASKS: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def build_tiny_model(task: str, path: Path) -> Path:
-    """Save a tiny random model for `task` (a name in `TINY_MODEL_TASKS` or an alias) into `path`; return it."""
+def build_tiny_model(task: str, path: Path, **options: int) -> Path:
+    """Save a tiny random model for `task` (a name in `TINY_MODEL_TASKS` or an alias) into `path`; return it.
+    `options` go to the task's builder (`max_positions` for text-generation)."""
     task = _ALIASES.get(task, task)
     if task not in _BUILDERS:
         raise ValueError(f"no tiny model for task {task!r}; known: {', '.join(TINY_MODEL_TASKS)}")
@@ -464,7 +466,7 @@ def build_tiny_model(task: str, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
-        _BUILDERS[task](path)
+        _BUILDERS[task](path, **options)
     library = "sentence-transformers" if task.startswith("sentence-") else "transformers"
     card = f"---\npipeline_tag: {task.removesuffix('-gguf')}\nlibrary_name: {library}\n---\n\nA tiny random model.\n"
     (path / "README.md").write_text(card)

@@ -48,14 +48,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import uvicorn
     import uvloop
+    from uvicorn.config import LOGGING_CONFIG
 
     from hubserve.api.app import create_app
+    from hubserve.api.http_protocol import with_head_timeout
     from hubserve.settings import ServerSettings
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "home": args.home}.items() if v}
     settings = ServerSettings(**overrides)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    # hubserve's own lines (a client gone mid-body, a connection cut off) go where uvicorn's go.
+    log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "hubserve": {
+        "handlers": ["default"], "level": "INFO", "propagate": False}}}
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
+                            log_config=log_config, http=with_head_timeout(settings.header_timeout_s))
     server = uvicorn.Server(config)
 
     async def run() -> None:

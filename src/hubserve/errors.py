@@ -38,6 +38,13 @@ class NotFound(HubserveError):
     kind = "not_found"
 
 
+class RequestTimeout(HubserveError):
+    """The client stopped sending its request body."""
+
+    status = 408
+    kind = "request_timeout"
+
+
 class Conflict(HubserveError):
     status = 409
     kind = "conflict"
@@ -65,6 +72,13 @@ class ModelError(HubserveError):
     kind = "model_error"
 
 
+class ReplicaLimitReached(HubserveError):
+    """Creating or scaling up would run more replicas than this server's `max_replicas` allows."""
+
+    status = 409
+    kind = "replica_limit"
+
+
 class Overloaded(HubserveError):
     status = 429
     kind = "overloaded"
@@ -73,6 +87,14 @@ class Overloaded(HubserveError):
 class NoReadyReplica(HubserveError):
     status = 503
     kind = "no_ready_replica"
+
+
+class ReplicaLost(HubserveError):
+    """The replica's process died while it held the request: not the caller's fault, and another replica
+    can take it, so a 503 that clients retry (the dead replica no longer takes requests)."""
+
+    status = 503
+    kind = "replica_lost"
 
 
 class InvocationTimeout(HubserveError):
@@ -88,13 +110,16 @@ ERRORS_BY_KIND: dict[str, type[HubserveError]] = {
         Unauthorized,
         Forbidden,
         NotFound,
+        RequestTimeout,
         Conflict,
         PayloadTooLarge,
         UnsupportedMediaType,
         NotAcceptable,
         ModelError,
+        ReplicaLimitReached,
         Overloaded,
         NoReadyReplica,
+        ReplicaLost,
         InvocationTimeout,
     )
 }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hubserve.sources import ArchiveLimits
 
 
 def default_home() -> Path:
@@ -25,6 +28,15 @@ class ServerSettings(BaseSettings):
     drain_timeout_s: float = 30.0
     # Fork CPU replicas from a process that has imported torch and transformers already (fast cold starts).
     zygote: bool = True
+    # A connection that has not sent a whole request head by then is closed (slowloris).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    # The longest wait for the next piece of a request body before answering 408.
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    # Replicas of all endpoints together; unset: what the machine holds (serving/capacity.py states the rule).
+    max_replicas: int | None = Field(default=None, ge=1)
+    # How far a model archive may unpack: in all, and as a multiple of its own size (compression bombs).
+    max_unpacked_bytes: int = Field(default=ArchiveLimits().max_unpacked_bytes, ge=1)
+    max_compression_ratio: float = Field(default=ArchiveLimits().max_compression_ratio, gt=1)
 
     @property
     def db_path(self) -> Path:
@@ -47,6 +59,23 @@ class ServerSettings(BaseSettings):
     def admin_token_file(self) -> Path:
         return self.home / "admin-token"
 
+    @property
+    def archive_limits(self) -> ArchiveLimits:
+        return ArchiveLimits(max_unpacked_bytes=self.max_unpacked_bytes,
+                             max_compression_ratio=self.max_compression_ratio)
+
     def prepare(self) -> None:
-        for folder in (self.home, self.logs_dir, self.models_dir, self.run_dir):
+        """Make the home folder, private to this user, as is everything in it.
+
+        The umask makes what this process and its workers write from now on private (database, logs, model
+        files); the modes are set again here for a home made before, or by another program.
+        """
+        os.umask(0o077)
+        folders = (self.home, self.logs_dir, self.models_dir, self.run_dir)
+        for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o700)
+        # The database and its journal files, the admin token, the secrets key, the logs.
+        for file in (*self.home.iterdir(), *self.logs_dir.iterdir()):
+            if file.is_file() and not file.is_symlink():
+                file.chmod(0o600)

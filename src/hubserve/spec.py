@@ -8,16 +8,49 @@ from __future__ import annotations
 import re
 import time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+from hubserve.env_secrets import masked, unmasked
+
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
 DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
-DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+# A body travels to a replica in one channel frame, which holds at most 1 GiB.
+MAX_PAYLOAD_BYTES = 1 << 30
+DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRUE_WORDS = {"1", "true", "t", "yes", "y", "on"}
 FALSE_WORDS = {"0", "false", "f", "no", "n", "off", ""}
+
+
+def _check_text(value: str) -> str:
+    # JSON escapes can carry lone surrogates ("\\ud800") and NULs, which no file name, database row or process
+    # environment takes: refused here, they never get as far as half-creating something.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"must be valid Unicode text: {exc.reason} at position {exc.start}") from None
+    if "\0" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _check_name(value: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError("name must match ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$ (letters, digits and hyphens)")
+    return value
+
+
+def _check_env_name(value: str) -> str:
+    if not value or "=" in value:
+        raise ValueError("an env variable name must be non-empty and without '='")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_check_text)]
+EndpointName = Annotated[str, Field(max_length=63), AfterValidator(_check_name)]
+EnvName = Annotated[Text, AfterValidator(_check_env_name)]
 
 
 def parse_bool(value: str) -> bool:
@@ -47,7 +80,8 @@ def apply_env(data: dict[str, Any]) -> dict[str, Any]:
         return data
     filled = dict(data)
     for variable, field in ENV_FIELDS.items():
-        if variable in env and filled.get(field) is None:
+        # A value of the wrong type is left for the env field's own validation to name.
+        if isinstance(env.get(variable), str) and filled.get(field) is None:
             filled[field] = parse_bool(env[variable]) if field == "trust_remote_code" else env[variable]
     return filled
 
@@ -65,7 +99,7 @@ class EndpointState(StrEnum):
 class EngineSpec(BaseModel):
     """How a replica schedules work: batching limits for the engine inside it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     max_batch_size: int | None = Field(default=None, ge=1, le=1024)
     # Under load, the longest a batch waits to fill (callers answered by the last batch come back over ~15 ms of a
@@ -85,16 +119,18 @@ class EngineSpec(BaseModel):
 class SpecFields(BaseModel):
     """Fields shared by a full spec and an update; None in an update means unchanged."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # Strict: a value is what the schema says, not something pydantic can coerce (false is no delay, "2" no count).
+    # Infinity would pass `gt=0` and then break every JSON answer and the saved spec (stored as null).
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True, allow_inf_nan=False)
 
-    model: str | None = Field(default=None, description="Hub id, local folder, archive path or URL")
-    revision: str | None = None
-    task: str | None = None
-    env: dict[str, str] | None = None
+    model: Text | None = Field(default=None, description="Hub id, local folder, archive path or URL")
+    revision: Text | None = None
+    task: Text | None = None
+    env: dict[EnvName, Text] | None = None
     device: str | None = None
     dtype: str | None = None
     replicas: int | None = Field(default=None, ge=1, le=64)
-    max_payload_bytes: int | None = Field(default=None, ge=1)
+    max_payload_bytes: int | None = Field(default=None, ge=1, le=MAX_PAYLOAD_BYTES)
     timeout_s: float | None = Field(default=None, gt=0)
     security: Literal["public", "protected"] | None = None
     trust_remote_code: bool | None = None
@@ -113,7 +149,7 @@ class SpecFields(BaseModel):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str | None) -> str | None:
-        if value is not None and not DEVICE_PATTERN.match(value):
+        if value is not None and not DEVICE_PATTERN.fullmatch(value):
             raise ValueError("device must be cpu, cuda, cuda:N or auto")
         return value
 
@@ -132,29 +168,24 @@ class EndpointUpdate(SpecFields):
 class EndpointSpec(SpecFields):
     """Everything that defines an endpoint; the CLI, SDK, API, store and runtime all pass this."""
 
-    name: str = Field(max_length=63)
-    model: str
-    env: dict[str, str] = Field(default_factory=dict)
+    name: EndpointName
+    model: Text
+    env: dict[EnvName, Text] = Field(default_factory=dict)
     device: str = "auto"
     dtype: str = "auto"
     replicas: int = Field(default=1, ge=1, le=64)
-    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=MAX_PAYLOAD_BYTES)
     timeout_s: float = Field(default=60.0, gt=0)
     security: Literal["public", "protected"] = "public"
     trust_remote_code: bool = False
     engine: EngineSpec = Field(default_factory=EngineSpec)
 
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
-            raise ValueError("name must match ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$ (letters, digits and hyphens)")
-        return value
-
     def updated(self, change: EndpointUpdate) -> EndpointSpec:
         """This spec with `change` applied (validated again as a whole)."""
         data = self.model_dump()
         data.update(change.model_dump(exclude_unset=True, exclude_none=True))
+        if change.env is not None:
+            data["env"] = unmasked(change.env, self.env)
         return EndpointSpec.model_validate(data)
 
     def needs_new_replicas(self, other: EndpointSpec) -> bool:
@@ -187,3 +218,8 @@ class Endpoint(BaseModel):
     spec: EndpointSpec
     status: EndpointStatus
     url: str | None = None
+
+    @field_serializer("spec")
+    def _mask_secrets(self, spec: EndpointSpec) -> EndpointSpec:
+        # Whatever shows an endpoint shows its secrets masked; the store and the workers keep the real ones.
+        return spec.model_copy(update={"env": masked(spec.env)})

@@ -1,21 +1,29 @@
-"""Persistence: endpoint specs and states, access tokens and server secrets, in one SQLite file."""
+"""Persistence: endpoint specs and states, access tokens and server secrets, in one SQLite file.
+
+Secrets in an endpoint's env are kept apart from its spec, encrypted with a key that lives in a file beside the
+database (`hubserve.key` for `hubserve.db`, mode 0600): a copy of the database alone does not reveal them.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
 
+from cryptography.fernet import Fernet, InvalidToken
 from pydantic import BaseModel
 
+from hubserve.env_secrets import is_secret
 from hubserve.spec import Endpoint, EndpointSpec, EndpointStatus
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL,
-    status TEXT NOT NULL
+    status TEXT NOT NULL,
+    sealed_env TEXT
 );
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
@@ -46,9 +54,17 @@ class TokenRecord(BaseModel):
 
 class Store:
     def __init__(self, path: Path) -> None:
+        self._key_file = path.with_suffix(".key")
+        self._fernet = Fernet(_key(self._key_file))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Deleted and overwritten rows are zeroed, not left readable in free pages (a spec saved in clear text
+        # before its secrets were sealed, a revoked token's digest).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(endpoints)")}
+        if "sealed_env" not in columns:  # a database from before secrets were sealed
+            self._db.execute("ALTER TABLE endpoints ADD COLUMN sealed_env TEXT")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -56,20 +72,37 @@ class Store:
 
     # endpoints
     def save_endpoint(self, spec: EndpointSpec, status: EndpointStatus) -> None:
+        secrets = {name: value for name, value in spec.env.items() if is_secret(name)}
+        public = spec.model_copy(update={"env": {n: v for n, v in spec.env.items() if n not in secrets}})
+        sealed = self._fernet.encrypt(json.dumps(secrets).encode()).decode() if secrets else None
         with self._lock:
             self._db.execute(
-                "INSERT INTO endpoints(name, spec, status) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, status=excluded.status",
-                (spec.name, spec.model_dump_json(), status.model_dump_json()),
+                "INSERT INTO endpoints(name, spec, status, sealed_env) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, status=excluded.status, "
+                "sealed_env=excluded.sealed_env",
+                (spec.name, public.model_dump_json(), status.model_dump_json(), sealed),
             )
 
     def load_endpoints(self) -> list[Endpoint]:
         with self._lock:
-            rows = self._db.execute("SELECT spec, status FROM endpoints ORDER BY name").fetchall()
+            rows = self._db.execute("SELECT spec, status, sealed_env FROM endpoints ORDER BY name").fetchall()
         return [
-            Endpoint(spec=EndpointSpec.model_validate_json(s), status=EndpointStatus.model_validate_json(t))
-            for s, t in rows
+            Endpoint(spec=self._unseal(EndpointSpec.model_validate_json(s), sealed),
+                     status=EndpointStatus.model_validate_json(t))
+            for s, t, sealed in rows
         ]
+
+    def _unseal(self, spec: EndpointSpec, sealed: str | None) -> EndpointSpec:
+        if sealed is None:
+            return spec
+        try:
+            secrets: dict[str, str] = json.loads(self._fernet.decrypt(sealed))
+        except InvalidToken:
+            raise RuntimeError(
+                f"the env secrets of endpoint {spec.name} cannot be decrypted with {self._key_file}: that file "
+                "is not the key they were sealed with (restore it, or delete the endpoint)"
+            ) from None
+        return spec.model_copy(update={"env": {**spec.env, **secrets}})
 
     def delete_endpoint(self, name: str) -> None:
         with self._lock:
@@ -115,3 +148,15 @@ class Store:
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 (key, value),
             )
+
+
+def _key(path: Path) -> bytes:
+    """The key in `path`, made on first use (readable by this user only)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    key = Fernet.generate_key()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key

@@ -11,14 +11,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import numpy as np
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import Server
+from conftest import Server, sagemaker_runtime
 from custom_models import write_echo_model
 
 NAME = "echo"
@@ -37,11 +35,7 @@ def echo(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 
 @pytest.fixture(scope="module")
 def runtime(server: Server) -> Iterator[object]:
-    client = boto3.client(
-        "sagemaker-runtime", endpoint_url=server.url, region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
-    )
+    client = sagemaker_runtime(server.url)
     yield client
     client.close()
 

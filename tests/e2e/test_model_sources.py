@@ -11,8 +11,10 @@ import boto3
 import httpx
 import pytest
 
-from conftest import free_port
-from custom_models import tar_gz, tar_gz_with_member
+from conftest import Server, free_port
+from custom_models import tar_gz, tar_gz_with_member, write_echo_model
+from hubserve.sources.cache import sha256_file
+from sources_fixtures import write_zeros_archive
 
 HOOKS = '''
 import json
@@ -122,6 +124,32 @@ def test_archive_with_a_parent_path_is_refused(tmp_path: Path, deploy_fails: Cal
     archive = tar_gz_with_member(tmp_path / "evil.tar.gz", "../escaped.txt")
     assert "'../escaped.txt' would be written outside" in deploy_fails("evil", str(archive))
     assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+@pytest.mark.parametrize("name", ["bomb.tar.gz", "bomb.zip"])
+def test_compression_bomb_fails_the_endpoint_and_leaves_nothing(server: Server, tmp_path: Path, name: str,
+                                                                 deploy_fails: Callable[..., str]) -> None:
+    archive = write_zeros_archive(tmp_path / name, 300 << 20)  # 300 KB that unpack to 300 MB
+    message = deploy_fails(f"bomb-{name.rsplit('.', 1)[-1]}", str(archive))
+    assert "times its own size" in message and "refusing it as a compression bomb" in message
+    digest = sha256_file(archive)
+    assert [entry.name for entry in (server.home / "models" / "archives").glob(f"*{digest}*")] == [f".{digest}.lock"]
+
+
+def test_deleting_endpoints_frees_the_cache_they_alone_used(server: Server, tmp_path: Path) -> None:
+    client = server.client()
+    archive = tar_gz(write_echo_model(tmp_path / "m"), tmp_path / "model.tar.gz")
+    unpacked = server.home / "models" / "archives" / sha256_file(archive)
+    for name in ("cache-a", "cache-b"):
+        client.create_endpoint({"name": name, "model": str(archive)})
+    for name in ("cache-a", "cache-b"):
+        client.wait(name, timeout=300)
+    assert unpacked.is_dir()
+    client.delete_endpoint("cache-a")
+    assert unpacked.is_dir()  # cache-b still uses it
+    assert not (server.home / "models" / "in-use" / "cache-a").exists()
+    client.delete_endpoint("cache-b")
+    assert not unpacked.exists()
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,19 @@ requests are spread over the ready replicas; protected endpoints check tokens.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import Server, start_server
+from conftest import Server, sagemaker_runtime, start_server
 from custom_models import write_echo_model
 
 
@@ -63,17 +65,73 @@ def test_killed_worker_is_replaced(server: Server, tmp_path: Path) -> None:
 
 
 def test_worker_crash_during_a_request(server: Server, tmp_path: Path) -> None:
+    """A replica dying under a request is the server's trouble, not the caller's: a 503 to retry."""
     client = server.client()
     client.create_endpoint({"name": "crashy", "model": str(write_echo_model(tmp_path))})
     try:
         client.wait("crashy", timeout=300)
         response = httpx.post(f"{server.url}/endpoints/crashy", json={"inputs": "crash"})
-        assert response.status_code == 424
-        assert "exited" in response.json()["error"]
-        client.wait("crashy", timeout=300)
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert response.json()["error_type"] == "replica_lost"
+        wait_for(lambda: client.get_endpoint("crashy")["status"]["ready_replicas"] == 1, timeout=60)
+        sagemaker = httpx.post(f"{server.url}/endpoints/crashy/invocations", json={"inputs": "crash"})
+        assert sagemaker.status_code == 503
+        assert sagemaker.headers["x-amzn-errortype"] == "ServiceUnavailable"
+        assert sagemaker.headers["retry-after"]
+        wait_for(lambda: client.get_endpoint("crashy")["status"]["ready_replicas"] == 1, timeout=60)
         assert httpx.post(f"{server.url}/endpoints/crashy", json={"inputs": "ok"}).status_code == 200
     finally:
         client.delete_endpoint("crashy")
+
+
+def test_a_dying_replica_loses_only_its_requests_in_flight(deploy: Callable[..., str], server: Server,
+                                                          tmp_path: Path) -> None:
+    url = deploy("busy", str(write_echo_model(tmp_path)), replicas=2)
+    victim = server.client().get_endpoint("busy")["status"]["replicas"][0]["pid"]
+    threads, per_thread = 4, 50
+    failures: list[httpx.Response] = []
+    answered = 0
+    halfway = threading.Event()
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        nonlocal answered
+        with httpx.Client(timeout=30) as http:
+            for _ in range(per_thread):
+                response = http.post(url, json={"inputs": "pid"})
+                with lock:
+                    if response.status_code != 200:
+                        failures.append(response)
+                    answered += 1
+                    if answered == threads * per_thread // 2:
+                        halfway.set()
+
+    workers = [threading.Thread(target=hammer) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    assert halfway.wait(60)
+    os.kill(victim, signal.SIGKILL)
+    for worker in workers:
+        worker.join()
+    assert answered == threads * per_thread
+    # Each thread has one request in flight at a time: at most that many were on the dead replica.
+    assert len(failures) <= threads
+    assert all(f.status_code == 503 and f.headers["retry-after"] for f in failures)
+    assert httpx.post(url, json={"inputs": "pid"}).json()["pid"] != victim
+
+
+def test_boto3_retries_past_a_dying_replica(deploy: Callable[..., str], server: Server, tmp_path: Path) -> None:
+    deploy("flaky", str(write_echo_model(tmp_path / "model")), replicas=2)
+    runtime = sagemaker_runtime(server.url, attempts=3)
+    try:
+        body = {"inputs": "crash-once", "parameters": {"marker": str(tmp_path / "died")}}
+        response = runtime.invoke_endpoint(EndpointName="flaky", Body=json.dumps(body),
+                                           ContentType="application/json")
+    finally:
+        runtime.close()
+    assert response["ResponseMetadata"]["RetryAttempts"] == 1
+    assert json.loads(response["Body"].read())["pid"]  # from the survivor, or the dead one's replacement
 
 
 def test_requests_are_spread_over_replicas(server: Server, tmp_path: Path) -> None:

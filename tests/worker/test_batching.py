@@ -257,3 +257,39 @@ def test_answers_are_encoded_per_caller_in_the_batch(classifier: TaskModel) -> N
     assert isinstance(as_png, NotAcceptable)
     assert as_csv.content_type == "text/csv" and as_csv.body.startswith(b"label,score")
     assert engine.batcher is not None and engine.batcher.stats.sizes == {3: 1}  # one forward for all three
+
+
+def test_a_request_cancelled_while_queued_is_dropped_not_run(classifier: TaskModel,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a replica does to a request past the endpoint's timeout (it cancels the request's task): one still
+    waiting for the model never reaches it, and the next caller is served."""
+    seen: list[Any] = []
+    busy = threading.Event()
+    run_batch = classifier.run_batch
+
+    def slow_run_batch(works: list[Work]) -> list[Any]:
+        seen.extend(work.inputs for work in works)
+        busy.wait(5)
+        return run_batch(works)
+
+    monkeypatch.setattr(classifier, "run_batch", slow_run_batch)
+    engine = Engine(classifier, EngineSpec(max_batch_delay_ms=0))
+
+    def invoke(text: str) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(engine.invoke(InvocationRequest(body=json.dumps({"inputs": text}).encode())))
+
+    async def main() -> None:
+        engine.start()
+        first = invoke("a good day")
+        await asyncio.sleep(0.05)  # the model runs it
+        queued = invoke("a bad day")
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        busy.set()
+        assert json.loads((await first).body) == classifier.adapter.predict("a good day", {})
+        assert json.loads((await invoke("after")).body) == classifier.adapter.predict("after", {})
+        assert queued.cancelled()
+
+    asyncio.run(main())
+    assert seen == ["a good day", "after"]
+    assert engine.batcher is not None and engine.batcher.stats.requests == 2

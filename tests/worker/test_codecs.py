@@ -7,6 +7,7 @@ import csv
 import datetime
 import io
 import json
+import warnings
 import wave
 
 import numpy as np
@@ -90,6 +91,40 @@ def test_bad_json_names_the_position() -> None:
         decode_body(b'{"inputs": }', "application/json")
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"[" * 100_000, "depth"),  # the json module overflows its recursion here
+        (b'{"inputs": ' + b"1" * 5000 + b"}", "number"),  # and raises a bare ValueError here
+        (b'{"inputs": "\\ud800"}', "surrogate"),  # which no encoder would take back
+        (b'{"inputs": "\xff"}', "UTF-8"),
+        (b'{"inputs": NaN}', "line 1 column 12"),
+    ],
+)
+def test_json_that_would_break_later_is_a_bad_request(body: bytes, words: str) -> None:
+    with pytest.raises(BadRequest, match=words):
+        decode_body(body, "application/json")
+
+
+def test_json_with_a_byte_order_mark_and_a_large_integer() -> None:
+    payload = decode_body(b'\xef\xbb\xbf{"inputs": 123456789012345678901234567890}', "application/json")
+    assert payload == {"inputs": 1.2345678901234568e29}
+
+
+@pytest.mark.parametrize("charset", ["unicode_escape", "utf-7"])
+def test_charsets_that_yield_lone_surrogates_are_a_bad_request(charset: str) -> None:
+    body = "\ud800".encode(charset, "surrogatepass") if charset == "utf-7" else b"\\ud800"
+    for content_type in (f"text/plain; charset={charset}", f"application/json; charset={charset}"):
+        with pytest.raises(BadRequest, match="surrogate"):
+            decode_body(b'"' + body + b'"' if "json" in content_type else body, content_type)
+
+
+@pytest.mark.parametrize("charset", ["base64", "zlib", "rot13"])
+def test_codecs_that_are_no_text_encoding_are_unsupported(charset: str) -> None:
+    with pytest.raises(UnsupportedMediaType, match="charset"):
+        decode_body(b"{}", f"application/json; charset={charset}")
+
+
 def test_json_without_inputs_is_the_inputs_minus_its_parameters() -> None:
     payload = decode_body(b'{"question": "q", "context": "c", "parameters": {"x": 1}}', "application/json")
     assert payload == {"inputs": {"question": "q", "context": "c"}, "parameters": {"x": 1}}
@@ -141,6 +176,20 @@ def test_npy_with_pickled_objects_is_rejected() -> None:
         decode_body(buffer.getvalue(), "application/x-npy")
 
 
+def test_npy_whose_header_claims_terabytes_is_a_bad_request() -> None:
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    header["shape"] = (10**12,)
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    with pytest.raises(BadRequest, match="application/x-npy"):
+        decode_body(buffer.getvalue() + b"\0" * 8, "application/x-npy")
+
+
+def test_csv_over_the_field_limit_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match="text/csv"):
+        decode_body(b"inputs\n" + b"x" * (csv.field_size_limit() + 1) + b"\n", "text/csv")
+
+
 def test_png_image_is_decoded_to_rgb() -> None:
     image = decode_body(png_bytes(), "image/png")["inputs"]
     assert isinstance(image, Image.Image)
@@ -150,6 +199,14 @@ def test_png_image_is_decoded_to_rgb() -> None:
 def test_undecodable_image_is_a_bad_request() -> None:
     with pytest.raises(BadRequest, match="image"):
         decode_body(b"not an image", "image/jpeg")
+
+
+def test_image_over_the_pixel_limit_is_a_bad_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with warnings.catch_warnings():  # as in a replica: Pillow only warns between the limit and twice the limit
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pytest.raises(BadRequest, match="over 100 pixels"):
+            decode_body(png_bytes(size=(12, 12)), "image/png")
 
 
 @pytest.mark.parametrize("content_type", ["audio/wav", "audio/x-wav", "Audio/Wave", "audio/x-flac"])

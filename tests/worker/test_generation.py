@@ -1,5 +1,6 @@
 """Continuous batching on the tiny Llama in float32: greedy output equals `generate()` token for token while requests
-join and leave, per-request settings stay apart, cancelling frees the slot, TGI's limits; and the adapter's shapes."""
+join and leave (long prompts prefilled in chunks), per-request settings stay apart, cancelling frees the slot, TGI's
+limits; and the adapter's shapes."""
 
 from __future__ import annotations
 
@@ -154,6 +155,48 @@ def test_requests_over_the_batch_size_wait_for_a_free_row(lm: tuple[Any, Any]) -
     assert left == 3 and scheduler.counters["max_batch_size"] == 2 and scheduler.counters["prefills"] == 3
     for request, new_tokens in zip(requests, [4, 9, 6], strict=False):
         assert request.token_ids == reference(lm, request.prompt_ids, new_tokens)
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_while_others_decode(lm: tuple[Any, Any]) -> None:
+    left = 0
+
+    def publish(outbox: Outbox, ended: int) -> None:
+        nonlocal left
+        left += ended
+
+    limits = GenerationLimits(max_batch_size=8, max_prefill_tokens=64, prefill_chunk_tokens=64)
+    scheduler = Scheduler(lm[0], lm[1], limits, publish)
+    text = encode(lm, "The weather in Paris is very nice today and the sun is warm. " * 21)
+    first, second = Request(text[:300], greedy(6), [2], lm[1], None), Request(text[7:180], greedy(5), [2], lm[1], None)
+    short = Request(encode(lm, "Hello"), greedy(40, min_new_tokens=40), [2], lm[1], None)
+    scheduler.step([first, second, short])  # the short one does not wait behind the long ones
+    assert scheduler.chunked is not None and scheduler.chunked.request is first and list(scheduler.waiting) == [second]
+    assert len(short.token_ids) == 2  # its prefill's token, then a decode
+    steps = 1
+    while not first.token_ids:
+        scheduler.step()
+        steps += 1
+        assert len(short.token_ids) == steps + 1  # a decode at every step: no stall while the long prompt prefills
+    assert steps == 5 and scheduler.counters["prefill_chunks"] == 4  # 300 tokens: 4 chunks of 64, then the last 44
+    while scheduler.busy:
+        scheduler.step()
+    assert left == 3 and scheduler.counters["prefill_chunks"] == 6  # the second's 173 tokens: 2 chunks, then 45
+    for request, new_tokens in [(first, 6), (second, 5)]:
+        assert request.token_ids == reference(lm, request.prompt_ids, new_tokens)
+    assert short.token_ids == reference(lm, short.prompt_ids, 40, min_new_tokens=40)
+
+
+def test_a_cancelled_long_prompt_is_dropped_between_its_chunks(lm: tuple[Any, Any]) -> None:
+    outcomes: list[int] = []
+    scheduler = Scheduler(lm[0], lm[1], GenerationLimits(prefill_chunk_tokens=32),
+                          lambda outbox, ended: outcomes.append(ended))
+    request = Request(encode(lm, "My name is Sarah and I live in London. " * 20), greedy(5), [2], lm[1], None)
+    scheduler.step([request])
+    assert scheduler.counters["prefill_chunks"] == 1 and scheduler.chunked is not None
+    request.cancelled = True
+    scheduler.step()
+    assert scheduler.counters["cancelled"] == 1 and scheduler.counters["prefill_chunks"] == 1 and not scheduler.busy
+    assert request.done and not request.token_ids and sum(outcomes) == 1
 
 
 def test_text_stream_holds_back_partial_utf8(lm: tuple[Any, Any]) -> None:

@@ -7,15 +7,17 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from hubserve import __version__
 from hubserve.api import control, inference_endpoints, sagemaker
 from hubserve.api.common import validation_message
-from hubserve.api.errors import render_error
+from hubserve.api.contract import without_unprocessable
+from hubserve.api.errors import from_http_exception, render_error
 from hubserve.api.fast_lane import FastLane, Lane
+from hubserve.errors import BadRequest
 from hubserve.security import TokenRegistry
 from hubserve.serving.manager import EndpointManager
 from hubserve.settings import ServerSettings
@@ -56,9 +58,17 @@ def create_app(settings: ServerSettings) -> FastLane:
     app.include_router(inference_endpoints.router)
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": validation_message(exc.errors()), "error_type": "bad_request"},
-                            status_code=400)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return render_error(request, BadRequest(validation_message(exc.errors())))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        # Starlette's and FastAPI's own errors (no such route, a body FastAPI cannot parse) in our error body too.
+        response = render_error(request, from_http_exception(exc))
+        response.headers.update(exc.headers or {})
+        return response
+
+    app.openapi = without_unprocessable(app)  # type: ignore[method-assign]
 
     return FastLane(app, [
         Lane(re.compile(r"/endpoints/(?P<name>[^/]+)/invocations"), sagemaker.invoke_endpoint,

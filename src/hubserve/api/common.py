@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import aclosing
 from functools import partial
 from typing import Any
 
@@ -10,14 +13,23 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive
 
-from hubserve.errors import BadRequest, HubserveError, PayloadTooLarge
+from hubserve.errors import BadRequest, HubserveError, PayloadTooLarge, RequestTimeout
 from hubserve.invocation import InvocationRequest
 from hubserve.security import TokenRegistry
 from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.manager import EndpointManager
+from hubserve.settings import ServerSettings
+
+log = logging.getLogger("hubserve")
 
 ErrorRenderer = Callable[[Request, HubserveError], Response]
+# Control API bodies are specs and token requests: a few KB.
+CONTROL_BODY_LIMIT = 1 << 20
+# The status nginx logs for a client that left before its answer; no one receives it.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def manager_of(request: Request) -> EndpointManager:
@@ -28,6 +40,11 @@ def manager_of(request: Request) -> EndpointManager:
 def tokens_of(request: Request) -> TokenRegistry:
     tokens: TokenRegistry = request.app.state.tokens
     return tokens
+
+
+def settings_of(request: Request) -> ServerSettings:
+    settings: ServerSettings = request.app.state.settings
+    return settings
 
 
 def validation_message(errors: Sequence[Any]) -> str:
@@ -43,10 +60,34 @@ async def guarded(render: ErrorRenderer, handler: Callable[[Request], Awaitable[
     """`handler`'s response, or our error in `render`'s wire format: handlers just raise."""
     try:
         return await handler(request)
+    except RequestTimeout as exc:
+        response = render(request, exc)
+        # The rest of the body may still arrive: it must not be read as the connection's next request.
+        response.headers["connection"] = "close"
+        return response
     except HubserveError as exc:
         return render(request, exc)
     except (ValidationError, RequestValidationError) as exc:
         return render(request, BadRequest(validation_message(exc.errors())))
+    except ClientDisconnect:
+        log.info("%s %s: the client disconnected before sending its whole body", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that hands over `body` whole, then waits on the connection (which tells disconnects)."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive_again() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return receive_again
+
+
+async def with_read_body(handler: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
+    """`handler` given the request once its body is in, bounded in size and time as the invocations' bodies are."""
+    body = await read_body(request, CONTROL_BODY_LIMIT)
+    return await handler(Request(request.scope, replay(body, request.receive)))
 
 
 def error_route(render: ErrorRenderer) -> type[APIRoute]:
@@ -54,36 +95,60 @@ def error_route(render: ErrorRenderer) -> type[APIRoute]:
 
     class ProtocolRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            return partial(guarded, render, super().get_route_handler())
+            handler = super().get_route_handler()
+            if self.body_field is not None:  # FastAPI would read any body whole, however large or slow
+                handler = partial(with_read_body, handler)
+            return partial(guarded, render, handler)
 
     return ProtocolRoute
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to be over `limit` bytes."""
+    """The request body: 413 as soon as it is known to be over `limit` bytes, 408 when the client stalls."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body ({declared} bytes) is over this endpoint's limit of {limit} bytes")
-    chunks = []
+    timeout_s = settings_of(request).body_timeout_s
+    chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is over this endpoint's limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    async with aclosing(request.stream()) as stream:
+        while True:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    chunk = await anext(stream, None)
+            except TimeoutError:
+                raise RequestTimeout(f"the request body stalled: nothing came for {timeout_s:g} s") from None
+            if chunk is None:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body is over this endpoint's limit of {limit} bytes")
+            chunks.append(chunk)
 
 
-async def accept_invocation(request: Request, name: str,
-                            attributes: dict[str, str] | None = None) -> tuple[EndpointRuntime, InvocationRequest]:
-    """The endpoint and the internal request for an HTTP call: checks access, then reads the body."""
+def forwarded_header(request: Request, name: str) -> str | None:
+    """A header handed on to the model: HTTP carries any byte, but media types and SageMaker's attributes are
+    ASCII, and other bytes would reach the model's code as mojibake."""
+    value = request.headers.get(name)
+    if value is not None and not value.isascii():
+        raise BadRequest(f"the {name} header must be ASCII text")
+    return value
+
+
+def check_access(request: Request, name: str) -> EndpointRuntime:
+    """The endpoint, once the caller may use it (protected endpoints take a token)."""
     runtime = manager_of(request).get(name)
     if runtime.spec.security == "protected":
         tokens_of(request).require_endpoint_access(request.headers.get("authorization"), name)
+    return runtime
+
+
+async def accept_invocation(request: Request, name: str,
+                            attribute_headers: Sequence[str] = ()) -> tuple[EndpointRuntime, InvocationRequest]:
+    """The endpoint and the internal request for an HTTP call: checks access, then reads the body."""
+    runtime = check_access(request, name)
+    content_type = forwarded_header(request, "content-type") or "application/json"
+    accept = forwarded_header(request, "accept") or "application/json"
+    attributes = {h: value for h in attribute_headers if (value := forwarded_header(request, h)) is not None}
     body = await read_body(request, runtime.spec.max_payload_bytes)
-    return runtime, InvocationRequest(
-        body=body,
-        content_type=request.headers.get("content-type") or "application/json",
-        accept=request.headers.get("accept") or "application/json",
-        attributes=attributes or {},
-    )
+    return runtime, InvocationRequest(body=body, content_type=content_type, accept=accept, attributes=attributes)

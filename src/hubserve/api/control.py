@@ -4,33 +4,48 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response, Security
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import BaseModel
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, ConfigDict, Field
 
 from hubserve.api.common import error_route, manager_of, tokens_of
+from hubserve.api.contract import BEARER, errors
 from hubserve.api.errors import render_error
 from hubserve.serving.endpoint import tail_lines
-from hubserve.spec import Endpoint, EndpointSpec, EndpointUpdate
+from hubserve.spec import Endpoint, EndpointName, EndpointSpec, EndpointUpdate, Text
+
+# The most log lines one call returns: each is read into memory.
+MAX_TAIL = 100_000
 
 
-def require_admin(request: Request) -> None:
+def require_admin(request: Request,
+                  _declared: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None) -> None:
     tokens_of(request).require_admin(request.headers.get("authorization"))
 
 
 router = APIRouter(prefix="/api/v1", route_class=error_route(render_error), dependencies=[Depends(require_admin)],
-                   tags=["control"])
+                   tags=["control"], responses=errors(401, 403))
+# A route that takes a body answers one too slow or too big for the limits it is read with (common.py).
+BODY_ERRORS = (408, 413)
 
 
 class EndpointList(BaseModel):
     items: list[Endpoint]
 
 
-class TokenRequest(BaseModel):
+class EndpointStats(BaseModel):
     name: str
-    endpoints: list[str] | None = None  # None: every endpoint
+    replicas: list[dict[str, Any]]
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Text = Field(min_length=1)
+    endpoints: list[EndpointName] | None = None  # None: every endpoint
 
 
 class TokenInfo(BaseModel):
@@ -49,7 +64,7 @@ def with_url(request: Request, endpoint: Endpoint) -> Endpoint:
     return endpoint
 
 
-@router.post("/endpoints", status_code=201)
+@router.post("/endpoints", status_code=201, responses=errors(400, 409, *BODY_ERRORS))
 async def create_endpoint(spec: EndpointSpec, request: Request) -> Endpoint:
     return with_url(request, manager_of(request).create(spec))
 
@@ -59,31 +74,34 @@ async def list_endpoints(request: Request) -> EndpointList:
     return EndpointList(items=[with_url(request, e) for e in manager_of(request).list()])
 
 
-@router.get("/endpoints/{name}")
+@router.get("/endpoints/{name}", responses=errors(404))
 async def get_endpoint(name: str, request: Request) -> Endpoint:
     return with_url(request, manager_of(request).get(name).describe())
 
 
-@router.put("/endpoints/{name}")
-@router.patch("/endpoints/{name}")
+@router.put("/endpoints/{name}", responses=errors(400, 404, 409, *BODY_ERRORS))
+@router.patch("/endpoints/{name}", responses=errors(400, 404, 409, *BODY_ERRORS))
 async def update_endpoint(name: str, change: EndpointUpdate, request: Request) -> Endpoint:
     return with_url(request, manager_of(request).update(name, change))
 
 
-@router.delete("/endpoints/{name}", status_code=204)
+@router.delete("/endpoints/{name}", status_code=204, response_class=Response, responses=errors(404))
 async def delete_endpoint(name: str, request: Request) -> Response:
     await manager_of(request).delete(name)
     return Response(status_code=204)
 
 
-@router.get("/endpoints/{name}/stats")
-async def endpoint_stats(name: str, request: Request) -> dict[str, Any]:
+@router.get("/endpoints/{name}/stats", responses=errors(404))
+async def endpoint_stats(name: str, request: Request) -> EndpointStats:
     """The engine counters of each ready replica (batches formed, sizes, queue waits, generation steps)."""
-    return {"name": name, "replicas": await manager_of(request).get(name).stats()}
+    return EndpointStats(name=name, replicas=await manager_of(request).get(name).stats())
 
 
-@router.get("/endpoints/{name}/logs", response_model=None)
-async def endpoint_logs(name: str, request: Request, tail: int = 200,
+@router.get("/endpoints/{name}/logs", response_model=None, response_class=Response, responses={
+    200: {"description": "The worker log's last lines; with `follow`, then new lines as they come",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    **errors(400, 404)})
+async def endpoint_logs(name: str, request: Request, tail: Annotated[int, Query(ge=0, le=MAX_TAIL)] = 200,
                         follow: bool = False) -> PlainTextResponse | StreamingResponse:
     path = manager_of(request).get(name).log_path
     lines = "".join(line + "\n" for line in tail_lines(path, tail))
@@ -105,7 +123,7 @@ async def endpoint_logs(name: str, request: Request, tail: int = 200,
     return StreamingResponse(stream(), media_type="text/plain")
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", status_code=201, responses=errors(400, *BODY_ERRORS))
 async def create_token(body: TokenRequest, request: Request) -> CreatedToken:
     record, token = tokens_of(request).create(body.name, body.endpoints)
     return CreatedToken(token=token, **record.model_dump(exclude={"digest"}))
@@ -116,7 +134,7 @@ async def list_tokens(request: Request) -> list[TokenInfo]:
     return [TokenInfo(**t.model_dump(exclude={"digest"})) for t in tokens_of(request).list()]
 
 
-@router.delete("/tokens/{token_id}", status_code=204)
+@router.delete("/tokens/{token_id}", status_code=204, response_class=Response, responses=errors(404))
 async def revoke_token(token_id: str, request: Request) -> Response:
     tokens_of(request).revoke(token_id)
     return Response(status_code=204)

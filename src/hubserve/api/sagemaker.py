@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from hubserve.api.common import accept_invocation, error_route
-from hubserve.api.errors import retry_headers
+from hubserve.api.contract import ANSWER_CONTENT, INVOCATION_BODY, OPTIONAL_TOKEN, errors
+from hubserve.api.errors import printable, retry_headers
 from hubserve.errors import BadRequest, HubserveError, ModelError, NotFound
 
 DEFAULT_VARIANT = "AllTraffic"
@@ -16,7 +19,8 @@ ACCOUNT = "local"
 # SageMaker's error codes (x-amzn-ErrorType), which botocore turns into ClientError codes.
 ERROR_CODES = {400: "ValidationError", 401: "MissingAuthenticationTokenException", 403: "AccessDeniedException",
                404: "ValidationError", 413: "ValidationError", 415: "ValidationError", 406: "ValidationError",
-               429: "ThrottlingException", 503: "ServiceUnavailable", 504: "ModelError"}
+               408: "ValidationError", 409: "ValidationError", 429: "ThrottlingException", 503: "ServiceUnavailable",
+               504: "ModelError"}
 # Request headers handed to the model's code (as the SageMaker containers see them).
 ATTRIBUTE_HEADERS = (
     "X-Amzn-SageMaker-Custom-Attributes",
@@ -27,41 +31,75 @@ ATTRIBUTE_HEADERS = (
 )
 
 
+class SageMakerError(BaseModel):
+    message: str
+
+
+class SageMakerModelError(BaseModel):
+    """What SageMaker answers when the model's code raised."""
+
+    ErrorCode: str
+    Message: str
+    message: str
+    OriginalStatusCode: int
+    OriginalMessage: str
+    LogStreamArn: str
+
+
+class Ping(BaseModel):
+    status: str
+
+
 def render_sagemaker_error(request: Request, exc: HubserveError) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None) or str(uuid.uuid4())
     headers = {"x-amzn-RequestId": request_id, **retry_headers(exc)}
+    original = printable(exc.message)
     if isinstance(exc, ModelError):
         name = request.path_params.get("name", "")
-        message = (f'Received client error (400) from primary with message "{exc.message}". '
+        message = (f'Received client error (400) from primary with message "{original}". '
                    f"See the endpoint's log (hubserve logs {name}) for more information.")
-        body = {"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "Message": message, "message": message,
-                "OriginalStatusCode": 400, "OriginalMessage": exc.message,
-                "LogStreamArn": f"hubserve:logs:{name}"}
-        return JSONResponse(body, status_code=424, headers={**headers, "x-amzn-ErrorType": "ModelError"})
+        body = SageMakerModelError(ErrorCode="CLIENT_ERROR_FROM_MODEL", Message=message, message=message,
+                                   OriginalStatusCode=400, OriginalMessage=original,
+                                   LogStreamArn=f"hubserve:logs:{name}")
+        return JSONResponse(body.model_dump(), status_code=424, headers={**headers, "x-amzn-ErrorType": "ModelError"})
     if isinstance(exc, NotFound):
         # SageMaker answers an unknown endpoint with a 400 ValidationError.
         name = request.path_params.get("name", "")
         exc = BadRequest(f"Endpoint {name} of account {ACCOUNT} not found.")
+        original = exc.message
     code = ERROR_CODES.get(exc.status, "InternalFailure")
-    return JSONResponse({"message": exc.message}, status_code=exc.status,
+    return JSONResponse({"message": original}, status_code=exc.status,
                         headers={**headers, "x-amzn-ErrorType": code})
 
 
 router = APIRouter(route_class=error_route(render_sagemaker_error), tags=["sagemaker"])
 
+_ERROR_HEADERS: dict[str, Any] = {
+    "x-amzn-ErrorType": {"schema": {"type": "string"}, "description": "SageMaker's error code, e.g. ValidationError"},
+    "x-amzn-RequestId": {"schema": {"type": "string"}},
+}
 
-@router.post("/endpoints/{name}/invocations")
+
+@router.post("/endpoints/{name}/invocations",
+             openapi_extra={"requestBody": INVOCATION_BODY, "security": OPTIONAL_TOKEN}, response_class=Response,
+             responses={
+                 200: {"description": "The answer, encoded by Accept", "content": ANSWER_CONTENT, "headers": {
+                     "x-Amzn-Invoked-Production-Variant": {"schema": {"type": "string"}},
+                     "x-amzn-RequestId": {"schema": {"type": "string"}}}},
+                 **errors(400, 401, 403, 406, 408, 413, 415, 429, 503, 504, model=SageMakerError,
+                          headers=_ERROR_HEADERS),
+                 **errors(424, model=SageMakerModelError, headers=_ERROR_HEADERS)})
 async def invoke_endpoint(name: str, request: Request) -> Response:
     request.state.request_id = str(uuid.uuid4())
-    attributes = {h: request.headers[h] for h in ATTRIBUTE_HEADERS if h in request.headers}
-    runtime, invocation = await accept_invocation(request, name, attributes)
+    runtime, invocation = await accept_invocation(request, name, ATTRIBUTE_HEADERS)
     result = await runtime.invoke(invocation)
+    variant = invocation.attributes.get("X-Amzn-SageMaker-Target-Variant", DEFAULT_VARIANT)
     return Response(result.body, media_type=result.content_type, headers={
-        "x-Amzn-Invoked-Production-Variant": attributes.get("X-Amzn-SageMaker-Target-Variant", DEFAULT_VARIANT),
+        "x-Amzn-Invoked-Production-Variant": variant,
         "x-amzn-RequestId": request.state.request_id,
     })
 
 
 @router.get("/ping")
-async def ping() -> dict[str, str]:
-    return {"status": "Healthy"}
+async def ping() -> Ping:
+    return Ping(status="Healthy")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubserve.serving.hub import WorkerHub
 from hubserve.serving.spawner import Spawner
+from hubserve.sources import ArchiveLimits
 from hubserve.spec import EndpointSpec, EndpointStatus
 
 
@@ -19,6 +20,7 @@ class ServingContext:
     models_dir: Path
     drain_timeout_s: float
     save: Callable[[EndpointSpec, EndpointStatus], None]
+    archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
 
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,8 @@ class EndpointRuntime:
         self.status.updated_at = time.time()
         self.context.save(self.spec, self.status)
 
-    def _run(self, work: Callable[[], asyncio.Future[None] | object]) -> None:
-        self._work = asyncio.ensure_future(work())  # type: ignore[arg-type]
+    def _run(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._work = asyncio.ensure_future(work())
 
     # lifecycle
     def deploy(self) -> None:

@@ -1,4 +1,8 @@
-"""The loopback listener that replica processes connect back to, one channel per replica."""
+"""The loopback listener that replica processes connect back to, one channel per replica.
+
+Any local process can reach a loopback port, so a connection proves who it is before the server reads a
+single frame: a fixed-size preamble naming a replica the server started and that replica's secret.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import hmac
 import logging
 from typing import Protocol
 
-from hubserve.channel import Channel, ChannelClosed
+from hubserve.channel import PREAMBLE, Channel, Preamble
 
 log = logging.getLogger("hubserve.serving")
+
+# A worker sends its preamble as soon as it connects; a connection that stays silent is nobody we started.
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class Attachable(Protocol):
@@ -19,11 +26,13 @@ class Attachable(Protocol):
 
 
 class WorkerHub:
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S) -> None:
         self.host = host
         self.port = 0
+        self._handshake_timeout_s = handshake_timeout_s
         self._server: asyncio.Server | None = None
         self._expected: dict[str, Attachable] = {}
+        self._refused = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, 0, limit=2**26)
@@ -40,15 +49,26 @@ class WorkerHub:
         self._expected.pop(replica_id, None)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        channel = Channel(reader, writer)
         try:
-            header, _ = await asyncio.wait_for(channel.receive(), timeout=30)
-        except (ChannelClosed, TimeoutError):
-            channel.close()
+            raw = await asyncio.wait_for(reader.readexactly(PREAMBLE.size), self._handshake_timeout_s)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            self._refused_one()
+            writer.close()
             return
-        replica = self._expected.pop(str(header.get("replica")), None)
-        if replica is None or not hmac.compare_digest(str(header.get("secret")), replica.secret):
-            log.warning("refused a worker connection that did not present a known replica")
-            channel.close()
+        preamble = Preamble.parse(raw)
+        replica = self._expected.get(preamble.replica_id) if preamble is not None else None
+        if preamble is None or replica is None or not hmac.compare_digest(preamble.secret, replica.secret.encode()):
+            # The replica is forgotten only once proven: a wrong guess must not lock the real one out.
+            self._refused_one()
+            writer.close()
             return
-        replica.attach(channel, int(header.get("pid", 0)))
+        del self._expected[preamble.replica_id]
+        # The channel's default limits are the ones for what a worker answers (FrameLimits says why).
+        replica.attach(Channel(reader, writer), preamble.pid)
+
+    def _refused_one(self) -> None:
+        self._refused += 1
+        # Logged at 1, 2, 4, 8, ... refusals: a process that keeps knocking cannot fill the disk with our log.
+        if self._refused & (self._refused - 1) == 0:
+            log.warning("the worker hub has refused %d connection(s) that did not present a replica's secret",
+                        self._refused)

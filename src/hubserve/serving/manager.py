@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from hubserve.errors import Conflict, NotFound
+from hubserve.serving.capacity import ensure_room, machine_replica_limit
 from hubserve.serving.context import ServingContext
 from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.hub import WorkerHub
 from hubserve.serving.spawner import Spawner
 from hubserve.settings import ServerSettings
+from hubserve.sources.endpoint_cache import release
 from hubserve.spec import Endpoint, EndpointSpec, EndpointStatus, EndpointUpdate
 from hubserve.store import Store
 
@@ -23,13 +25,15 @@ class EndpointManager:
         self.context = ServingContext(
             hub=self.hub, spawner=self.spawner, logs_dir=settings.logs_dir, models_dir=settings.models_dir,
             drain_timeout_s=settings.drain_timeout_s, save=store.save_endpoint,
+            archive_limits=settings.archive_limits,
         )
         self._endpoints: dict[str, EndpointRuntime] = {}
+        self.max_replicas = settings.max_replicas or machine_replica_limit()
 
     async def start(self) -> None:
         await self.hub.start()
         if self.settings.zygote:
-            await self.spawner.start_zygote()
+            self.spawner.start_zygote()
         for saved in self.store.load_endpoints():
             runtime = EndpointRuntime(saved.spec, saved.status, self.context)
             self._endpoints[saved.spec.name] = runtime
@@ -49,17 +53,27 @@ class EndpointManager:
     def list(self) -> list[Endpoint]:
         return [r.describe() for r in self._endpoints.values()]
 
+    def _ensure_room(self, adding: int) -> None:
+        # Configured replicas count, not live processes: a failed or rolling endpoint keeps its share.
+        current = sum(r.spec.replicas for r in self._endpoints.values())
+        ensure_room(self.max_replicas, current, adding)
+
     def create(self, spec: EndpointSpec) -> Endpoint:
         if spec.name in self._endpoints:
             raise Conflict(f"endpoint {spec.name} already exists; update it or delete it first")
+        self._ensure_room(spec.replicas)
         runtime = EndpointRuntime(spec, EndpointStatus(target_replicas=spec.replicas), self.context)
+        # Saved before it is registered or started: a spec the store refuses leaves nothing behind.
+        self.store.save_endpoint(spec, runtime.status)
         self._endpoints[spec.name] = runtime
         runtime.deploy()
         return runtime.describe()
 
     def update(self, name: str, change: EndpointUpdate) -> Endpoint:
         runtime = self.get(name)
-        runtime.update(runtime.spec.updated(change))
+        new_spec = runtime.spec.updated(change)
+        self._ensure_room(new_spec.replicas - runtime.spec.replicas)
+        runtime.update(new_spec)
         return runtime.describe()
 
     async def delete(self, name: str) -> None:
@@ -67,3 +81,6 @@ class EndpointManager:
         del self._endpoints[name]
         self.store.delete_endpoint(name)
         await runtime.stop()
+        # Its workers are gone: free the cache they used, unless a new endpoint took the name meanwhile.
+        if name not in self._endpoints:
+            await asyncio.to_thread(release, self.settings.models_dir, name)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import signal
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from enum import StrEnum
 from typing import Any
 
 from hubserve.channel import Channel, ChannelClosed
-from hubserve.errors import HubserveError, InvocationTimeout, ModelError, error_from_dict
+from hubserve.errors import HubserveError, InvocationTimeout, ReplicaLost, error_from_dict
 from hubserve.invocation import InvocationRequest, InvocationResult
 from hubserve.serving.context import ServingContext
-from hubserve.serving.spawner import WorkerProcess
+from hubserve.serving.spawner import WorkerProcess, inherited_env
+from hubserve.serving.worker_log import describe_exit, last_error, log_size
 from hubserve.spec import EndpointSpec
 from hubserve.worker.config import CONFIG_ENV, WorkerConfig
 
@@ -47,7 +48,11 @@ class Replica:
         self._log_path = context.log_path(spec.name)
         self._on_change = on_change
         self._process: WorkerProcess | None = None
-        self._exit_code: int | None = None
+        self._ended = asyncio.Event()
+        self._lost = False  # its channel or its process is gone: no more requests
+        self._ready_at: float | None = None
+        self._lost_at: float | None = None
+        self._log_offset = 0
         self._channel: Channel | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, asyncio.Queue[tuple[str, Any]]] = {}
@@ -57,16 +62,18 @@ class Replica:
 
     async def start(self) -> None:
         config = WorkerConfig(replica_id=self.id, spec=self.spec, host=self._hub.host, port=self._hub.port,
-                              secret=self.secret, models_dir=str(self._context.models_dir))
-        env = {**os.environ, **self.spec.env, CONFIG_ENV: config.model_dump_json(),
-               "PYTHONUNBUFFERED": "1"}
+                              secret=self.secret, models_dir=str(self._context.models_dir),
+                              archive_limits=self._context.archive_limits)
+        env = {**inherited_env(), **self.spec.env, CONFIG_ENV: config.model_dump_json(),
+               "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
         self._hub.expect(self.id, self)
+        self._log_offset = log_size(self._log_path)  # where this worker's own output will start
         self._process = await self._context.spawner.start(self.spec, env, self._log_path)
         self.pid = self._process.pid
         self._spawn(self._watch_process())
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -82,7 +89,9 @@ class Replica:
         while True:
             try:
                 header, body = await channel.receive()
-            except ChannelClosed:
+            except ChannelClosed:  # the process died, or is about to: its socket closes first
+                self._lose()
+                self._on_change(self)
                 return
             op = header.get("op")
             if op == "state":
@@ -107,6 +116,7 @@ class Replica:
         if header.get("state") == "ready":
             self.state = ReplicaState.ready
             self.task = str(header.get("task"))
+            self._ready_at = time.monotonic()
         elif header.get("state") == "failed":
             self.state = ReplicaState.failed
             self.failure = str(header.get("message"))
@@ -115,30 +125,50 @@ class Replica:
 
     async def _watch_process(self) -> None:
         assert self._process is not None
-        code = self._exit_code = await self._process.wait()
+        code = await self._process.wait()
+        self._ended.set()
         self._hub.forget(self.id)
+        self._lose()
         if self.state == ReplicaState.starting:
             self.state = ReplicaState.failed
-            self.failure = self.failure or f"the worker process exited with code {code} while loading"
+            self.failure = self.failure or self._load_failure(code)
         elif self.state == ReplicaState.ready:
             self.state = ReplicaState.exited
             if not self.stopping:
-                self.failure = f"the worker process exited with code {code}"
-        lost = ModelError(f"the replica's worker process exited (code {code}) during the request")
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(lost)
-        self._pending.clear()
-        for stream in self._streams.values():
-            stream.put_nowait(("error", lost))
-        if self._channel is not None:
-            self._channel.close()
+                self.failure = f"the worker process {describe_exit(code)}"
         self._settled.set()
         self._on_change(self)
 
+    def _load_failure(self, code: int | None) -> str:
+        """Why a worker died while loading without saying so itself: the error it left in the log."""
+        error = last_error(self._log_path, self._log_offset)
+        return f"the worker process {describe_exit(code)} while loading" + (f": {error}" if error else "")
+
+    def _lose(self) -> None:
+        """Take no more requests, and fail the ones it held: another replica can take them."""
+        if self._lost:
+            return
+        self._lost = True
+        self._lost_at = time.monotonic()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(_replica_lost())
+        self._pending.clear()
+        for stream in self._streams.values():
+            stream.put_nowait(("error", _replica_lost()))
+        if self._channel is not None:
+            self._channel.close()
+
+    @property
+    def ready_for(self) -> float:
+        """Seconds it has been (or was, until it died) ready for requests."""
+        if self._ready_at is None:
+            return 0.0
+        return (self._lost_at or time.monotonic()) - self._ready_at
+
     @property
     def ready(self) -> bool:
-        return self.state == ReplicaState.ready and not self.stopping
+        return self.state == ReplicaState.ready and not self.stopping and not self._lost
 
     def _open(self) -> tuple[Channel, int]:
         if self._channel is None or not self.ready:
@@ -170,7 +200,7 @@ class Replica:
             await self._cancel(request_id)
             raise
         except ChannelClosed as exc:
-            raise ModelError("the replica's worker process went away during the request") from exc
+            raise _replica_lost() from exc
         finally:
             self.in_flight -= 1
             self._pending.pop(request_id, None)
@@ -185,6 +215,9 @@ class Replica:
         try:
             await channel.send({"op": "invoke", **request.header(), "id": request_id}, request.body)
             first = await asyncio.wait_for(queue.get(), timeout)
+        except ChannelClosed as exc:
+            await self._end_stream(request_id, cancel=False)
+            raise _replica_lost() from exc
         except BaseException:
             await self._end_stream(request_id, cancel=True)
             raise
@@ -236,7 +269,7 @@ class Replica:
 
     async def _terminate(self, grace: float) -> None:
         process = self._process
-        if process is None or self._exit_code is not None:
+        if process is None or self._ended.is_set():
             return
         try:
             await asyncio.wait_for(process.wait(), grace)
@@ -253,3 +286,8 @@ class Replica:
                 return
             except TimeoutError:
                 continue
+
+
+def _replica_lost() -> ReplicaLost:
+    # One per request: an exception raised in several tasks would collect all their tracebacks.
+    return ReplicaLost("the replica's worker process died during the request; retry it", retry_after=1)

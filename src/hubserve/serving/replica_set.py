@@ -9,12 +9,14 @@ import time
 import uuid
 from collections.abc import Callable
 
+from hubserve.serving.backoff import RestartBackoff
 from hubserve.serving.context import ServingContext
 from hubserve.serving.replica import Replica, ReplicaState
 from hubserve.spec import EndpointSpec
 
 log = logging.getLogger("hubserve.serving")
 
+# Waits before replacing a replica that died, growing while replicas die soon after they became ready.
 RESTART_BACKOFF_S = (0.0, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -28,6 +30,7 @@ class ReplicaSet:
         self._log_path = context.log_path(spec.name)
         self._on_change = on_change
         self._round_robin = itertools.count()
+        self._backoff = RestartBackoff(RESTART_BACKOFF_S)
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -55,17 +58,17 @@ class ReplicaSet:
             self.note(self.last_incident)
             self.replicas.remove(replica)
             self.restarts += 1
-            task = asyncio.ensure_future(self._replace())
+            task = asyncio.ensure_future(self._replace(self._backoff.next_delay(replica.ready_for)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif replica.state == ReplicaState.failed:
             self.note(f"replica {replica.id} failed to load: {replica.failure}")
-        elif replica.state == ReplicaState.ready:
+        elif replica.ready:  # (one that just lost its worker is no longer ready, nor dead yet)
             self.note(f"replica {replica.id} ready")
         self._on_change()
 
-    async def _replace(self) -> None:
-        await asyncio.sleep(RESTART_BACKOFF_S[min(self.restarts - 1, len(RESTART_BACKOFF_S) - 1)])
+    async def _replace(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         if not self._closed:
             await self._add()
             self._on_change()

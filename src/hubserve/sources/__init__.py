@@ -13,9 +13,11 @@ from urllib.parse import unquote, urlsplit
 
 from hubserve.errors import BadRequest
 from hubserve.sources import archives, gguf, hub, remote
-from hubserve.sources.cache import build_once, sha256_file
+from hubserve.sources.archives import ArchiveLimits
+from hubserve.sources.cache import sha256_file
+from hubserve.sources.endpoint_cache import EndpointCache
 
-__all__ = ["ResolvedModel", "resolve_source"]
+__all__ = ["ArchiveLimits", "EndpointCache", "ResolvedModel", "resolve_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,33 +32,38 @@ class ResolvedModel:
 
 
 def resolve_source(
-    source: str, *, revision: str | None, token: str | None, cache_dir: Path, endpoint: str
+    source: str, *, revision: str | None, token: str | None, cache_dir: Path, endpoint: str,
+    limits: ArchiveLimits | None = None,
 ) -> ResolvedModel:
     """The local folder for `source`, downloading, unpacking or converting it first if needed.
 
-    Raises BadRequest, with what to fix, when the source cannot be used.
+    What it builds or reuses under `cache_dir` is recorded as used by `endpoint`. Archives unpack within
+    `limits` (the defaults when None). Raises BadRequest, with what to fix, when the source cannot be used.
     """
     source = source.strip()
     if not source:
         raise BadRequest("the model source is empty: give a Hub id, a local path or a URL")
-    resolved = _resolve(source, revision, token, Path(cache_dir).expanduser().absolute())
+    cache = EndpointCache(Path(cache_dir).expanduser().absolute(), endpoint)
+    resolved = _resolve(source, revision, token, cache, limits or ArchiveLimits())
     logger.info("endpoint %s: model source %r resolved to %s", endpoint, source, resolved.path)
     return resolved
 
 
-def _resolve(source: str, revision: str | None, token: str | None, cache_dir: Path) -> ResolvedModel:
+def _resolve(
+    source: str, revision: str | None, token: str | None, cache: EndpointCache, limits: ArchiveLimits
+) -> ResolvedModel:
     match = SCHEME.match(source)
     scheme = match.group(1).lower() if match else None
     if scheme == "file":
-        return _resolve_local(_file_url_path(source), cache_dir, source)
+        return _resolve_local(_file_url_path(source), cache, limits, source)
     if scheme in remote.REMOTE_SCHEMES:
-        return _resolve_remote(source, token, cache_dir)
+        return _resolve_remote(source, token, cache, limits)
     if scheme:
         supported = ", ".join(f"{name}://" for name in ("file", *remote.REMOTE_SCHEMES))
         raise BadRequest(f"unsupported URL scheme '{scheme}://' in model source '{source}'; use {supported}")
     local = Path(source).expanduser()
     if local.exists():
-        return _resolve_local(local, cache_dir, source)
+        return _resolve_local(local, cache, limits, source)
     if not HUB_ID.match(source) or _is_file_name(source):
         raise BadRequest(f"the local path '{source}' does not exist")
     return ResolvedModel(hub.download(source, revision=revision, token=token))
@@ -72,14 +79,14 @@ def _file_url_path(url: str) -> Path:
     return path
 
 
-def _resolve_local(path: Path, cache_dir: Path, source: str) -> ResolvedModel:
+def _resolve_local(path: Path, cache: EndpointCache, limits: ArchiveLimits, source: str) -> ResolvedModel:
     path = path.resolve()
     if path.is_dir():
-        return _resolve_folder(path, cache_dir)
+        return _resolve_folder(path, cache)
     if archives.is_archive(path.name):
-        return _resolve_folder(archives.unpack(path, cache_dir, label=source), cache_dir)
+        return _resolve_folder(archives.unpack(path, cache, limits, label=source), cache)
     if path.suffix.lower() == ".gguf":
-        return ResolvedModel(gguf.convert(path, cache_dir))
+        return ResolvedModel(gguf.convert(path, cache))
     suffixes = ", ".join(archives.ARCHIVE_SUFFIXES)
     raise BadRequest(
         f"'{source}' is a file, but neither a model archive ({suffixes}) nor a .gguf file; "
@@ -87,20 +94,19 @@ def _resolve_local(path: Path, cache_dir: Path, source: str) -> ResolvedModel:
     )
 
 
-def _resolve_remote(url: str, token: str | None, cache_dir: Path) -> ResolvedModel:
+def _resolve_remote(url: str, token: str | None, cache: EndpointCache, limits: ArchiveLimits) -> ResolvedModel:
     name = Path(unquote(urlsplit(url).path)).name
     if not _is_file_name(name):
-        return _resolve_folder(remote.copy_folder(url, token=token, cache_dir=cache_dir), cache_dir)
-    with remote.downloaded(url, token=token, into=cache_dir / "downloads") as temp:
+        return _resolve_folder(remote.copy_folder(url, token=token, cache=cache), cache)
+    with remote.downloaded(url, token=token, into=cache.downloads) as temp:
         if archives.is_archive(name):
-            folder = archives.unpack(temp, cache_dir, label=url)
+            folder = archives.unpack(temp, cache, limits, label=url)
         else:  # a .gguf file: kept under its own name, where the folder rules below find and convert it
-            final = cache_dir / "files" / sha256_file(temp)
-            folder = build_once(final, lambda work: temp.rename(work / name))
-    return _resolve_folder(folder, cache_dir)
+            folder = cache.folder("files", sha256_file(temp), lambda work: temp.rename(work / name))
+    return _resolve_folder(folder, cache)
 
 
-def _resolve_folder(folder: Path, cache_dir: Path) -> ResolvedModel:
+def _resolve_folder(folder: Path, cache: EndpointCache) -> ResolvedModel:
     """The folder itself, or, when it only holds one .gguf file and no config.json, that file converted."""
     if not any(folder.iterdir()):
         raise BadRequest(f"the model folder '{folder}' is empty")
@@ -113,7 +119,7 @@ def _resolve_folder(folder: Path, cache_dir: Path) -> ResolvedModel:
             f"the folder '{folder}' holds several .gguf files ({names}) and no config.json: "
             "give the path of the one to serve"
         )
-    return ResolvedModel(gguf.convert(gguf_files[0], cache_dir))
+    return ResolvedModel(gguf.convert(gguf_files[0], cache))
 
 
 def _is_file_name(name: str) -> bool:

@@ -23,11 +23,11 @@ def build_once(final: Path, build: Callable[[Path], object]) -> Path:
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(final.parent / f".{final.name}.lock"):
+    with folder_lock(final):
         if final.is_dir():  # built by whoever held the lock before us
             return final
         _remove_leftovers(final)
-        work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+        work = Path(tempfile.mkdtemp(dir=final.parent, prefix=temp_prefix(final)))
         try:
             build(work)
             work.chmod(0o755)  # mkdtemp makes it private; replicas may run as other users
@@ -38,9 +38,15 @@ def build_once(final: Path, build: Callable[[Path], object]) -> Path:
     return final
 
 
+def temp_prefix(final: Path) -> str:
+    """The names of `final`'s temp siblings: the next build of `final` sweeps them away."""
+    return f".{final.name}.tmp-"
+
+
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
+def folder_lock(final: Path) -> Iterator[None]:
+    """Held while `final` is built or removed; other processes wait."""
+    with open(final.parent / f".{final.name}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -50,7 +56,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def _remove_leftovers(final: Path) -> None:
     """Drop temp folders of builds that crashed: we hold the lock, so no build is running."""
-    for leftover in final.parent.glob(f".{final.name}.tmp-*"):
+    for leftover in final.parent.glob(f"{temp_prefix(final)}*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
 

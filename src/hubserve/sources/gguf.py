@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from hubserve.errors import BadRequest
-from hubserve.sources.cache import build_once, sha256_text
+from hubserve.sources.cache import sha256_text
+from hubserve.sources.endpoint_cache import EndpointCache
 
 
-def convert(gguf_file: Path, cache_dir: Path) -> Path:
+def convert(gguf_file: Path, cache: EndpointCache) -> Path:
     """The converted folder for `gguf_file`, converted again only when its path, mtime or size change."""
     real = gguf_file.resolve()
     info = real.stat()
     key = sha256_text(str(real), str(info.st_mtime_ns), str(info.st_size))
-    return build_once(cache_dir / "gguf" / key, lambda work: _convert(real, work))
+    return cache.folder("gguf", key, lambda work: _convert(real, work))
 
 
 def _convert(gguf_file: Path, out: Path) -> None:

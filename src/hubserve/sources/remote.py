@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from hubserve.errors import BadRequest
-from hubserve.sources.cache import CHUNK_BYTES, build_once, inside, sha256_text
+from hubserve.sources.cache import CHUNK_BYTES, inside, sha256_text
+from hubserve.sources.endpoint_cache import EndpointCache
 
 REMOTE_SCHEMES = ("s3", "http", "https", "hf")
 # Fields, by backend, that change when a remote file's content does: they key the cached copy of a folder.
@@ -74,7 +75,7 @@ def downloaded(url: str, *, token: str | None, into: Path) -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
-def copy_folder(url: str, *, token: str | None, cache_dir: Path) -> Path:
+def copy_folder(url: str, *, token: str | None, cache: EndpointCache) -> Path:
     """A cached copy of the folder at `url`, fetched again only when a file in it changed."""
     from fsspec.core import url_to_fs
 
@@ -95,8 +96,8 @@ def copy_folder(url: str, *, token: str | None, cache_dir: Path) -> Path:
     )
     if not files:
         raise BadRequest(f"the folder '{url}' is empty")
-    final = cache_dir / "remote" / sha256_text(url.rstrip("/"), json.dumps(files))
-    return build_once(final, lambda work: _fetch_files(fs, root, [name for name, _, _ in files], work, url))
+    key = sha256_text(url.rstrip("/"), json.dumps(files))
+    return cache.folder("remote", key, lambda work: _fetch_files(fs, root, [name for name, _, _ in files], work, url))
 
 
 def _fetch_files(fs: Any, root: str, names: list[str], work: Path, url: str) -> None:

@@ -8,7 +8,6 @@ import codecs as _text_codecs
 import csv
 import datetime
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +17,7 @@ import numpy as np
 import orjson
 from PIL import Image
 
-from hubserve.errors import BadRequest, ModelError, NotAcceptable, UnsupportedMediaType
+from hubserve.errors import BadRequest, HubserveError, ModelError, NotAcceptable, UnsupportedMediaType
 from hubserve.invocation import InvocationResult
 
 JSON = "application/json"
@@ -101,27 +100,46 @@ def decode_text(body: bytes, content_type: str | None) -> str:
     return _text(body, _charset_of(content_type))
 
 
-def _text(body: bytes, charset: str) -> str:
+def _is_utf8(charset: str) -> bool:
     try:
-        name = _text_codecs.lookup(charset).name
+        return _text_codecs.lookup(charset).name == "utf-8"
     except LookupError as exc:
         raise UnsupportedMediaType(f"unsupported charset {charset!r}") from exc
+
+
+def _text(body: bytes, charset: str) -> str:
+    utf8 = _is_utf8(charset)
     try:
-        # utf-8-sig: some Windows tools start UTF-8 files with a BOM, which json.loads rejects.
-        return body.decode("utf-8-sig" if name == "utf-8" else name)
-    except UnicodeDecodeError as exc:
+        # utf-8-sig: some Windows tools start UTF-8 files with a BOM, which JSON parsers reject.
+        text = body.decode("utf-8-sig" if utf8 else charset)
+    except UnicodeError as exc:
         raise BadRequest(f"the request body is not valid {charset} text: {exc}") from exc
+    except LookupError as exc:  # a bytes-to-bytes codec (base64, zlib, ...) that is no text encoding
+        raise UnsupportedMediaType(f"unsupported charset {charset!r}: {exc}") from exc
+    if not utf8:
+        # Escape codecs (unicode_escape, utf-7) can yield lone surrogates, which UTF-8 decoding never does.
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest(f"the request body is not valid {charset} text: {exc}") from exc
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
 # Decoders: (body, charset) -> {"inputs": ..., "parameters": {...}}
 
 
+_UTF8_BOM = _text_codecs.BOM_UTF8
+
+
 def _decode_json(body: bytes, charset: str) -> dict[str, Any]:
-    text = _text(body, charset)
+    # orjson, not the json module: it refuses what would break later instead of parsing it (nesting past 1024
+    # levels, which overflows the json module's recursion; lone surrogates, which no encoder takes back; NaN),
+    # and reads integers past 64 bits as floats rather than failing on ones of over 4300 digits.
+    document: bytes | str = body.removeprefix(_UTF8_BOM) if _is_utf8(charset) else _text(body, charset)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = orjson.loads(document)
+    except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
     return _as_payload(data)
 
@@ -181,6 +199,11 @@ def _decode_npy(body: bytes, charset: str) -> dict[str, Any]:
 def _decode_image(body: bytes, charset: str) -> dict[str, Any]:
     try:
         with Image.open(io.BytesIO(body)) as image:
+            # Pillow refuses only past twice MAX_IMAGE_PIXELS and merely warns below that, where a body of a few
+            # KB still unpacks to hundreds of MB.
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and image.width * image.height > limit:
+                raise BadRequest(f"the image ({image.width}x{image.height}) is over {limit} pixels")
             return {"inputs": image.convert("RGB")}
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"the request body is not an image Pillow can read: {exc}") from exc
@@ -374,9 +397,16 @@ def decode_body(body: bytes | str, content_type: str | None, *, task: str | None
         )
     if task in codec.refused_tasks:
         raise BadRequest(f"Content-Type {media} cannot carry the inputs of task {task}; use application/json")
-    if isinstance(body, str):  # user input_fn code may hand back the text it was given
-        return codec.decode(body.encode("utf-8"), "utf-8")
-    return codec.decode(body, _charset_of(content_type))
+    try:
+        if isinstance(body, str):  # user input_fn code may hand back the text it was given
+            return codec.decode(body.encode("utf-8"), "utf-8")
+        return codec.decode(body, _charset_of(content_type))
+    except HubserveError:
+        raise
+    except Exception as exc:
+        # A decoder reads nothing but the client's bytes, so whatever breaks in it (csv's field limit, an .npy
+        # header claiming terabytes, whatever a corrupt image makes Pillow raise) is the body's fault, not the model's.
+        raise BadRequest(f"the request body cannot be read as {media}: {type(exc).__name__}: {exc}") from exc
 
 
 def encode_result(value: Any, accept: str | None) -> InvocationResult:

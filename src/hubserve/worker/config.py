@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from hubserve.sources.archives import ArchiveLimits
 from hubserve.spec import EndpointSpec
 
 CONFIG_ENV = "HUBSERVE_WORKER_CONFIG"
@@ -16,3 +17,4 @@ class WorkerConfig(BaseModel):
     port: int
     secret: str
     models_dir: str
+    archive_limits: ArchiveLimits  # the server's: archives unpack in the worker

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hubserve.errors import BadRequest
-from hubserve.sources import resolve_source
+from hubserve.sources import EndpointCache, resolve_source
 from hubserve.spec import EndpointSpec
 from hubserve.worker.config import WorkerConfig
 from hubserve.worker.custom_code import load_custom_code
@@ -56,11 +56,11 @@ def load_handler(config: WorkerConfig) -> TaskModel | CustomCode:
     models_dir = Path(config.models_dir)
     use_replica_cores(spec.replicas)
     resolved = resolve_source(spec.model, revision=spec.revision, token=hub_token(spec),
-                              cache_dir=models_dir, endpoint=spec.name)
+                              cache_dir=models_dir, endpoint=spec.name, limits=config.archive_limits)
     options = LoadOptions(device=resolve_device(spec.device), dtype=spec.dtype,
                           trust_remote_code=spec.trust_remote_code, gguf_file=resolved.gguf_file)
     extra_paths: list[Path] = []
-    packages = install_requirements(resolved.path, models_dir / "packages" / spec.name)
+    packages = install_requirements(resolved.path, EndpointCache(models_dir, spec.name).packages)
     if packages is not None:
         extra_paths.append(packages)
         sys.path.insert(0, str(packages))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -13,14 +14,18 @@ import traceback
 
 import uvloop
 
-from hubserve.channel import Channel, ChannelClosed
+from hubserve.channel import Channel, ChannelClosed, FrameLimits, Preamble
 from hubserve.errors import HubserveError, ModelError
 from hubserve.invocation import InvocationRequest
+from hubserve.spec import MAX_PAYLOAD_BYTES
 from hubserve.worker.config import CONFIG_ENV, WorkerConfig
 from hubserve.worker.engine import Engine
 from hubserve.worker.torch_threads import on_passing_thread
 
 log = logging.getLogger("hubserve.worker")
+
+# Request headers carry content types and protocol attributes (HTTP header values): kilobytes.
+REQUEST_HEADER_LIMIT = 1 << 20
 
 
 class ReplicaServer:
@@ -33,8 +38,6 @@ class ReplicaServer:
         self.tasks: dict[int, asyncio.Task[None]] = {}
 
     async def run(self) -> int:
-        await self.channel.send({"op": "hello", "replica": self.config.replica_id, "secret": self.config.secret,
-                                 "pid": os.getpid()})
         try:
             self.engine = await on_passing_thread(Engine.load, self.config)
         except Exception as exc:  # any load failure fails the endpoint with its reason
@@ -47,6 +50,7 @@ class ReplicaServer:
         return await self._serve()
 
     async def _serve(self) -> int:
+        assert self.engine is not None
         while True:
             try:
                 header, body = await self.channel.receive()
@@ -60,17 +64,20 @@ class ReplicaServer:
                 work = self._stream(request_id, request) if request.stream else self._invoke(request_id, request)
                 task = asyncio.create_task(work)
                 self.tasks[request_id] = task
-                task.add_done_callback(lambda _t, rid=request_id: self.tasks.pop(rid, None))
+                task.add_done_callback(functools.partial(self._forget, request_id))
             elif op == "stats":
                 await self._reply({"op": "stats", "id": header["id"], "stats": self.engine.stats()})
             elif op == "cancel":
-                task = self.tasks.get(int(header["id"]))
-                if task is not None:
-                    task.cancel()
+                running = self.tasks.get(int(header["id"]))
+                if running is not None:
+                    running.cancel()
             elif op == "stop":
                 if self.tasks:
                     await asyncio.wait(list(self.tasks.values()))
                 return 0
+
+    def _forget(self, request_id: int, _task: asyncio.Task[None]) -> None:
+        self.tasks.pop(request_id, None)
 
     async def _invoke(self, request_id: int, request: InvocationRequest) -> None:
         assert self.engine is not None
@@ -111,7 +118,12 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _amain(config: WorkerConfig) -> int:
-    channel = await Channel.connect(config.host, config.port)
+    preamble = Preamble(replica_id=config.replica_id, secret=config.secret.encode(), pid=os.getpid())
+    # A request body is at most the endpoint's max_payload_bytes, but an update may raise that without restarting
+    # this replica: bodies are held to the most any endpoint may take.
+    limits = FrameLimits(header=REQUEST_HEADER_LIMIT, body=MAX_PAYLOAD_BYTES)
+    channel = await Channel.connect(config.host, config.port, preamble, limits)
+    log.info("replica %s connected to the server's worker hub at %s:%d", config.replica_id, config.host, config.port)
     try:
         return await ReplicaServer(config, channel).run()
     finally:
@@ -121,7 +133,8 @@ async def _amain(config: WorkerConfig) -> int:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
-    config = WorkerConfig.model_validate_json(os.environ[CONFIG_ENV])
+    # Out of the env once read: it holds the hub secret, which pip and the model's code need not inherit.
+    config = WorkerConfig.model_validate_json(os.environ.pop(CONFIG_ENV))
     # The server stops replicas over the channel; a terminal's Ctrl-C is the server's to handle.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

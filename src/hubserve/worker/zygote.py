@@ -3,6 +3,7 @@ so a new replica skips those seconds of imports. Speaks the framed channel forma
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import select
@@ -53,8 +54,12 @@ def _become_worker(request: dict[str, object], control: tuple[int, int]) -> None
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    # A crash (segfault, abort) leaves its traceback in the log, where the failure message finds it.
+    faulthandler.enable()
     env = request["env"]
     assert isinstance(env, dict)
+    # Exactly the env the server chose, as a spawned replica would get: nothing of ours leaks through.
+    os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in env.items()})
     from hubserve.worker.process import main
 
@@ -96,6 +101,9 @@ def serve(in_fd: int, out_fd: int) -> None:
 
 
 def main() -> None:
+    # Whatever the server's event loop let us inherit beyond stdio (copies of our pipes' ends among it)
+    # would pass on to every replica, and keep our pipes open after our death.
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     # Our channel is stdin/stdout; anything else the imports print goes to stderr.
     in_fd, out_fd = os.dup(0), os.dup(1)
     os.dup2(2, 1)

@@ -3,7 +3,8 @@ new rows are prefilled together then pad-concatenated in, finished rows are drop
 
 Prompts that start with the same tokens (a chat template's system prompt) can share a `Prefix`: its cache is
 computed once and copied into each row, and only the rest of each prompt is prefilled. Such rows hold a gap of
-padding between the prefix and the rest; the mask and explicit position ids make it invisible to the model.
+padding between the prefix and the rest; the mask and explicit position ids make it invisible to the model. A long
+prompt builds a prefix of its own the same way, a chunk at a time, before its last chunk is prefilled.
 """
 
 from __future__ import annotations
@@ -41,14 +42,25 @@ class Prefix:
     cache: DynamicCache
 
     @classmethod
+    def empty(cls) -> Prefix:
+        return cls((), DynamicCache())
+
+    @classmethod
     def compute(cls, model: Any, token_ids: Sequence[int]) -> Prefix:
+        return cls.empty().extended(model, token_ids)
+
+    def extended(self, model: Any, token_ids: Sequence[int]) -> Prefix:
+        """This prefix followed by `token_ids`, from one forward over them after its cache (which that forward
+        extends in place: this prefix is used up)."""
+        start = len(self.token_ids)
         ids = torch.tensor([list(token_ids)], device=model.device)
-        positions = torch.arange(ids.shape[1], device=model.device)[None]
+        positions = torch.arange(start, start + ids.shape[1], device=model.device)[None]
+        mask = torch.ones(1, start + ids.shape[1], dtype=ids.dtype, device=model.device)
         with torch.no_grad():
-            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions,
-                        past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=self.cache,
+                        use_cache=True, logits_to_keep=1)
         check_cache(out.past_key_values)
-        return cls(tuple(token_ids), out.past_key_values)
+        return Prefix((*self.token_ids, *token_ids), out.past_key_values)
 
     def serves(self, prompts: Sequence[Sequence[int]]) -> bool:
         """Whether every prompt starts with this prefix and goes on after it."""
@@ -58,7 +70,7 @@ class Prefix:
     def rows(self, count: int) -> DynamicCache:
         """A fresh cache holding the prefix in `count` rows (the forward extends it in place)."""
         cache = DynamicCache()
-        for index, layer in enumerate(self.cache.layers):
+        for index, layer in enumerate(cache_layers(self.cache)):
             cache.update(layer.keys.expand(count, -1, -1, -1).contiguous(),
                          layer.values.expand(count, -1, -1, -1).contiguous(), index)
         return cache
@@ -138,11 +150,6 @@ class Batch:
         self.positions = self.positions + 1
         return out.logits[:, -1]
 
-    @staticmethod
-    def _layers(cache: DynamicCache) -> list[Any]:
-        """The cache's layers, each holding `keys` and `values` of shape (batch, heads, positions, head size)."""
-        return list(cache.layers)
-
     def append(self, tokens: torch.Tensor) -> None:
         """Record the tokens just chosen: each row feeds its own next."""
         self.token_ids = torch.cat([self.token_ids, tokens[:, None]], dim=1)
@@ -159,7 +166,7 @@ class Batch:
         unused = int(self.mask.any(dim=0).int().argmax())
         if unused > 0:
             self.mask, self.token_ids = self.mask[:, unused:], self.token_ids[:, unused:]
-            for layer in self._layers(self.cache):
+            for layer in cache_layers(self.cache):
                 layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
 
     def extend(self, other: Batch) -> None:
@@ -169,9 +176,14 @@ class Batch:
         self.token_ids = left_padded([self.token_ids, other.token_ids], width + 1, PAD)
         self.positions = torch.cat([self.positions, other.positions])
         self.next_tokens = torch.cat([self.next_tokens, other.next_tokens])
-        for mine, theirs in zip(self._layers(self.cache), self._layers(other.cache), strict=True):
+        for mine, theirs in zip(cache_layers(self.cache), cache_layers(other.cache), strict=True):
             mine.keys = left_padded([mine.keys, theirs.keys], width, 0, dim=2)
             mine.values = left_padded([mine.values, theirs.values], width, 0, dim=2)
+
+
+def cache_layers(cache: DynamicCache) -> list[Any]:
+    """The cache's layers, each holding `keys` and `values` of shape (batch, heads, positions, head size)."""
+    return list(cache.layers)
 
 
 def check_cache(cache: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import logging
 import threading
 import time
@@ -48,18 +47,20 @@ class GenerationEngine:
         max_concurrent_requests: int = 128,
         max_prefill_tokens: int | None = None,
         max_batch_delay_ms: float = 5.0,
+        prefill_chunk_tokens: int | None = None,
     ) -> None:
-        if max_prefill_tokens is None:
-            # A CPU prefills tokens one after another at about the same rate whatever the batch: prefilling a
-            # burst in small groups gives the first groups their first token sooner, at no cost in throughput.
-            max_prefill_tokens = 256 if model.device.type == "cpu" else 4096
+        # A CPU prefills tokens one after another at about the same rate whatever the batch: prefilling a burst in
+        # small groups (and a long prompt in small chunks) gives the first their first token sooner, and keeps
+        # every step short, at no cost in throughput.
+        step_tokens = 256 if model.device.type == "cpu" else 4096
         limits = GenerationLimits(
             max_batch_size,
             max_input_tokens,
             max_total_tokens,
             max_concurrent_requests,
-            max_prefill_tokens,
+            max_prefill_tokens or step_tokens,
             max_batch_delay_ms,
+            prefill_chunk_tokens or step_tokens,
         )
         # The generation thread decodes with its own copy: fast tokenizers may refuse use from two threads at once.
         self.scheduler = Scheduler(model, copy.deepcopy(tokenizer), limits, self._deliver)
@@ -77,20 +78,20 @@ class GenerationEngine:
         return self.scheduler.limits
 
     def configure(self, **limits: Any) -> None:
-        """Change limits (`GenerationLimits` field names); None leaves one as it is."""
-        changes = {name: value for name, value in limits.items() if value is not None}
-        self.scheduler.limits = dataclasses.replace(self.scheduler.limits, **changes)
+        """Change limits (`GenerationLimits` field names, see its `updated`); None leaves one as it is."""
+        self.scheduler.limits = self.scheduler.limits.updated(**limits)
 
     @property
     def counters(self) -> dict[str, int]:
-        """Totals: `steps` (decode forwards), `prefills`, `tokens_generated`, `max_batch_size` (rows decoded together,
-        the most so far), requests `finished`, `cancelled` and `failed`; now: `running` rows, `waiting` requests,
-        `active` (both, as counted against max_concurrent_requests)."""
+        """Totals: `steps` (decode forwards), `prefills`, `prefill_chunks` (of long prompts), `tokens_generated`,
+        `max_batch_size` (rows decoded together, the most so far), requests `finished`, `cancelled` and `failed`; now:
+        `running` rows, `waiting` requests (a long prompt's included while its chunks are prefilled), `active`
+        (both, as counted against max_concurrent_requests)."""
         with self._condition:
             return {
                 **self.scheduler.counters,
                 "running": len(self.scheduler.running),
-                "waiting": len(self.scheduler.waiting) + len(self._arrivals),
+                "waiting": len(self.scheduler.waiting) + (self.scheduler.chunked is not None) + len(self._arrivals),
                 "active": self._active,
             }
 

@@ -1,14 +1,17 @@
 """From a text-generation pipeline's request to the engine's settings: the `GenerationConfig` generate() would use
-(the pipeline's own defaults included), what of it the engine cannot do, and TGI's limits from the environment."""
+(the pipeline's own defaults included), what of it the engine cannot do, TGI's limits from the environment, and a
+request's prompt and length bounded by them (`PromptBounds`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import GenerationConfig, Pipeline
 
-from hubserve.worker.generation.types import SamplingParams
+from hubserve.errors import BadRequest
+from hubserve.worker.generation.types import GenerationLimits, SamplingParams
 
 # Generation settings the engine implements; any other setting must keep its neutral value (below) for the
 # engine to produce what generate() would.
@@ -74,19 +77,53 @@ def unsupported_settings(config: GenerationConfig) -> list[str]:
     return sorted(unsupported)
 
 
+def new_tokens(config: GenerationConfig, input_tokens: int) -> int:
+    """The most tokens generate() makes after a prompt of `input_tokens` tokens under `config`."""
+    if config.max_new_tokens is not None:
+        return int(config.max_new_tokens)
+    return (config.max_length or 0) - input_tokens
+
+
+@dataclass(frozen=True)
+class PromptBounds:
+    """One request under the endpoint's limits, as TGI bounds it: `truncate` keeps only the prompt's last tokens;
+    a max_new_tokens the request set (`explicit`, or its max_length) must fit max_total_tokens, a defaulted one is
+    reduced to fit."""
+
+    limits: GenerationLimits
+    config: GenerationConfig  # what generate() runs with: where a defaulted length comes from
+    truncate: int | None = None
+    explicit: bool = False
+
+    def __post_init__(self) -> None:
+        bound = self.limits.max_input_tokens
+        if self.truncate is not None and (self.truncate < 1 or (bound is not None and self.truncate > bound)):
+            within = "" if bound is None else f" and less than {bound}"
+            raise BadRequest(f"`truncate` must be strictly positive{within}. Given: {self.truncate}")
+
+    def fit(self, input_tokens: int) -> tuple[int, int]:
+        """How many of the prompt's last tokens the model reads, and the most tokens it may generate after them;
+        BadRequest (in TGI's words) when the request does not fit."""
+        kept = input_tokens if self.truncate is None else min(input_tokens, self.truncate)
+        most = new_tokens(self.config, kept)
+        if not self.explicit and self.limits.max_total_tokens is not None:
+            most = min(most, self.limits.max_total_tokens - kept)
+        self.limits.check(kept, most)
+        if most < 1:
+            raise BadRequest("`max_new_tokens` must be strictly positive")
+        return kept, most
+
+
 def sampling_params(
-    config: GenerationConfig, input_tokens: int, seed: int | None, stop: Sequence[str]
+    config: GenerationConfig, max_new_tokens: int, input_tokens: int, seed: int | None, stop: Sequence[str]
 ) -> SamplingParams:
     """The engine's settings for one prompt of `input_tokens` tokens under `config`."""
-    max_new = config.max_new_tokens
-    if max_new is None:
-        max_new = (config.max_length or 0) - input_tokens
     min_new = config.min_new_tokens
     if min_new is None:
         min_new = max((config.min_length or 0) - input_tokens, 0)
     eos = config.eos_token_id
     return SamplingParams(
-        max_new_tokens=max_new,
+        max_new_tokens=max_new_tokens,
         min_new_tokens=min_new,
         do_sample=bool(config.do_sample),
         temperature=1.0 if config.temperature is None else float(config.temperature),

@@ -1,5 +1,6 @@
 """The continuous-batching loop body, single-threaded and synchronous: each `step` admits waiting requests (one
-batched prefill, merged into the running batch), runs one batched decode forward, and drops finished rows."""
+batched prefill, merged into the running batch), prefills one chunk of a long prompt, runs one batched decode
+forward, and drops finished rows."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -81,6 +83,19 @@ class Request:
         return TokenEvent(len(self.token_ids), token_id, added, logprob, special, result)
 
 
+@dataclass
+class ChunkedPrompt:
+    """A prompt longer than one prefill chunk, and the prefix of it prefilled so far (a cache of its own)."""
+
+    request: Request
+    prefix: Prefix
+
+    @property
+    def left(self) -> int:
+        """Prompt tokens not prefilled yet."""
+        return len(self.request.prompt_ids) - len(self.prefix.token_ids)
+
+
 class Scheduler:
     """Owns the model-side batch. Only one thread may call `step` (the engine's); outcomes go to `publish` after
     each forward (a prefill's first tokens do not wait for the decode forward that follows it)."""
@@ -97,9 +112,11 @@ class Scheduler:
         self.batch: Batch | None = None
         self.sampling: RowSampling | None = None
         self.prefix: Prefix | None = None  # the last shared prefix: later prompts that start with it reuse it
+        self.chunked: ChunkedPrompt | None = None  # the long prompt being prefilled a chunk per step
         self.counters = {  # requests `finished` (length, EOS, stop sequence), `cancelled` or `failed` (model error)
             "steps": 0,
             "prefills": 0,
+            "prefill_chunks": 0,  # chunks of long prompts prefilled ahead of their last one
             "prefix_tokens_reused": 0,  # prompt tokens a shared prefix spared the prefill
             "tokens_generated": 0,
             "max_batch_size": 0,
@@ -110,14 +127,14 @@ class Scheduler:
 
     @property
     def busy(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.chunked)
 
     def step(
         self, arrivals: Sequence[Request] = (), newcomers: Callable[[], Sequence[Request]] | None = None
     ) -> None:
         """One iteration: prefill waiting requests, a group that fits `max_prefill_tokens` at a time, up to
         MAX_PREFILLS groups (with `newcomers()`, those that arrived meanwhile), so that a burst shares one decode;
-        then decode every running row."""
+        then one chunk of the long prompt in progress (see `_prefill_chunk`); then decode every running row."""
         self.waiting.extend(arrivals)
         cancelled = self._drop_cancelled()
         if cancelled:
@@ -129,6 +146,8 @@ class Scheduler:
             self._guarded(functools.partial(self._prefill, admitted), admitted)
             if newcomers is not None:
                 self.waiting.extend(newcomers())
+        if self.chunked is not None:
+            self._prefill_chunk(self.chunked)
         if self.batch is not None:
             self._guarded(self._decode_step)
 
@@ -136,28 +155,65 @@ class Scheduler:
         """Fail every running and waiting request (the engine is stopping)."""
         outbox: Outbox = []
         left = self._fail_running(error, outbox)
+        if self.chunked is not None:
+            self.waiting.appendleft(self.chunked.request)
+            self.chunked = None
         while self.waiting:
             outbox.append((self.waiting.popleft(), error))
             left += 1
         self.publish(outbox, left)
 
     def _admit(self) -> list[Request]:
-        """Waiting requests that fit: free rows, and a prefill budget (one always fits)."""
+        """Waiting requests that fit: free rows, and a prefill budget (one always fits). A prompt longer than a
+        prefill chunk starts its chunked prefill instead, one at a time: the others wait, letting shorter ones by."""
         admitted: list[Request] = []
+        passed: list[Request] = []
         room = self.limits.max_batch_size - len(self.running)
         while self.waiting and len(admitted) < room:
+            if len(self.waiting[0].prompt_ids) > self.limits.prefill_chunk_tokens:
+                request = self.waiting.popleft()
+                if self.chunked is None:
+                    request.start(self.model.device)
+                    self.chunked = ChunkedPrompt(request, Prefix.empty())
+                else:
+                    passed.append(request)
+                continue
             longest = max([len(self.waiting[0].prompt_ids), *(len(r.prompt_ids) for r in admitted)])
             if admitted and longest * (len(admitted) + 1) > self.limits.max_prefill_tokens:
                 break
             request = self.waiting.popleft()
             request.start(self.model.device)
             admitted.append(request)
+        self.waiting.extendleft(reversed(passed))
         return admitted
 
-    def _prefill(self, admitted: list[Request], outbox: Outbox) -> int:
+    def _prefill_chunk(self, chunked: ChunkedPrompt) -> None:
+        """Extend the long prompt's own prefix by a chunk; once only its last chunk is left, prefill that after it
+        into the batch (when a row is free). A failing chunk fails that request alone: the batch is untouched."""
+        size = self.limits.prefill_chunk_tokens
+        if chunked.left <= size:
+            if len(self.running) < self.limits.max_batch_size:
+                self.chunked = None
+                request = chunked.request
+                self._guarded(functools.partial(self._prefill, [request], own=chunked.prefix), [request])
+            return
+        done = len(chunked.prefix.token_ids)
+        try:
+            chunked.prefix = chunked.prefix.extended(self.model, chunked.request.prompt_ids[done : done + size])
+        except Exception as exc:  # the model failed on this prompt: fail it, keep serving
+            log.exception("prefilling a chunk failed")
+            self.chunked, chunked.request.done = None, True
+            self.counters["failed"] += 1
+            self.publish([(chunked.request, ModelError(f"{type(exc).__name__}: {exc}"))], 1)
+            return
+        self.counters["prefill_chunks"] += 1
+
+    def _prefill(self, admitted: list[Request], outbox: Outbox, own: Prefix | None = None) -> int:
+        """Prefill `admitted` into the batch, after `own` (the prefix the one admitted request prefilled itself)
+        or a shared prefix (see `_prefix_for`)."""
         prompts = [request.prompt_ids for request in admitted]
         kept = self.prefix
-        prefix = self._prefix_for(prompts)
+        prefix = own if own is not None else self._prefix_for(prompts)
         new, logits = Batch.prefill(self.model, prompts, prefix)
         self.counters["prefills"] += 1
         if prefix is not None:  # a new prefix was computed once for these prompts, a kept one before them
@@ -234,6 +290,9 @@ class Scheduler:
     def _drop_cancelled(self) -> int:
         cancelled = [request for request in self.waiting if request.cancelled]
         self.waiting = deque(request for request in self.waiting if not request.cancelled)
+        if self.chunked is not None and self.chunked.request.cancelled:
+            cancelled.append(self.chunked.request)
+            self.chunked = None
         rows = [row for row, request in enumerate(self.running) if not request.cancelled]
         dropped = len(self.running) - len(rows)
         if dropped and self.batch is not None:

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from hubserve.errors import BadRequest
 
@@ -61,20 +62,41 @@ class GenerationLimits:
     max_prefill_tokens: int = 4096
     # When idle, how long a first arrival waits for others to share its prefill (a burst of requests).
     max_batch_delay_ms: float = 5.0
+    # A longer prompt is prefilled this many tokens per step: rows decoding go on between its chunks, and a
+    # cancelled request is dropped within one chunk.
+    prefill_chunk_tokens: int = 4096
+
+    def __post_init__(self) -> None:
+        total, given = self.max_total_tokens, self.max_input_tokens
+        if total is not None and given is not None and given >= total:
+            raise ValueError(f"max_input_tokens ({given}) must be less than max_total_tokens ({total})")
+        if self.prefill_chunk_tokens < 1:
+            raise ValueError("prefill_chunk_tokens must be at least 1")
+
+    def updated(self, **changes: Any) -> GenerationLimits:
+        """These limits with `changes` (None leaves one as it is); a new `max_total_tokens` without a
+        `max_input_tokens` brings that to one less, as TGI defaults it."""
+        changes = {name: value for name, value in changes.items() if value is not None}
+        if "max_total_tokens" in changes and "max_input_tokens" not in changes:
+            changes["max_input_tokens"] = changes["max_total_tokens"] - 1
+        return dataclasses.replace(self, **changes)
 
     def check(self, input_tokens: int, max_new_tokens: int) -> None:
         """BadRequest, worded as TGI words it, when a request does not fit the limits."""
         if input_tokens == 0:
             raise BadRequest("`inputs` cannot be empty")
-        if self.max_input_tokens is not None and input_tokens > self.max_input_tokens:
-            raise BadRequest(
-                f"`inputs` must have less than {self.max_input_tokens} tokens. Given: {input_tokens}"
-            )
+        check_input_tokens(input_tokens, self.max_input_tokens)
         if self.max_total_tokens is not None and input_tokens + max_new_tokens > self.max_total_tokens:
             raise BadRequest(
                 f"`inputs` tokens + `max_new_tokens` must be <= {self.max_total_tokens}. "
                 f"Given: {input_tokens} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
             )
+
+
+def check_input_tokens(input_tokens: int, max_input_tokens: int | None) -> None:
+    """BadRequest in TGI's words when a prompt has more than `max_input_tokens` (None: no limit)."""
+    if max_input_tokens is not None and input_tokens > max_input_tokens:
+        raise BadRequest(f"`inputs` must have less than {max_input_tokens} tokens. Given: {input_tokens}")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from hubserve.errors import BadRequest
+from hubserve.worker.tasks.parameter_types import Expected, check_types
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class TaskAdapter:
     aliases: ClassVar[tuple[str, ...]] = ()
     # Parameter names this task accepts; None means it decides itself in `check_parameters`.
     parameters: ClassVar[frozenset[str] | None] = None
+    # The JSON types of parameters (see parameter_types); a value of another type is a BadRequest naming it.
+    parameter_types: ClassVar[Mapping[str, Expected]] = {}
     # How many inputs the dynamic batcher runs together unless the endpoint's spec says otherwise.
     default_max_batch_size: ClassVar[int] = 8
 
@@ -41,11 +44,11 @@ class TaskAdapter:
         self.options = options
 
     def check_parameters(self, parameters: dict[str, Any]) -> None:
-        if self.parameters is None:
-            return
-        unknown = sorted(set(parameters) - self.parameters)
-        if unknown:
-            raise BadRequest(unused_parameters_message(unknown, self.task))
+        if self.parameters is not None:
+            unknown = sorted(set(parameters) - self.parameters)
+            if unknown:
+                raise BadRequest(unused_parameters_message(unknown, self.task))
+        check_types(parameters, self.parameter_types)
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
         raise NotImplementedError

@@ -12,9 +12,21 @@ from sentence_transformers.util import cos_sim
 from hubserve.errors import BadRequest
 from hubserve.worker.tasks.base import LoadOptions, TaskAdapter, regroup
 from hubserve.worker.tasks.loading import sentence_transformers_kwargs
-from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
+from hubserve.worker.tasks.parameter_types import BOOLEAN, OBJECT, POSITIVE_INTEGER, STRING, TRUNCATION
+from hubserve.worker.tasks.pipeline import PipelineAdapter, require_text, require_texts
+from hubserve.worker.tasks.truncation import cut_texts
 
 ENCODE_PARAMETERS = frozenset({"normalize_embeddings", "prompt_name", "prompt", "batch_size", "truncate_dim"})
+ENCODE_PARAMETER_TYPES = {"normalize_embeddings": BOOLEAN, "prompt_name": STRING, "prompt": STRING,
+                          "batch_size": POSITIVE_INTEGER, "truncate_dim": POSITIVE_INTEGER}
+
+
+def readable(model: SentenceTransformer | CrossEncoder, texts: Any) -> Any:
+    """`texts` (strings, alone, listed or paired) cut to the tokens the model reads: its `max_seq_length`."""
+    if model.max_seq_length is None:
+        return texts
+    tokens = model.max_seq_length - model.tokenizer.num_special_tokens_to_add(pair=False)
+    return cut_texts(texts, model.tokenizer, tokens)
 
 
 class FeatureExtractionAdapter(PipelineAdapter):
@@ -23,22 +35,22 @@ class FeatureExtractionAdapter(PipelineAdapter):
     task = "feature-extraction"
     default_max_batch_size = 32
     parameters = frozenset({"truncation", "tokenize_kwargs"})
+    parameter_types = {"truncation": TRUNCATION, "tokenize_kwargs": OBJECT}
     warmup_inputs = "warm up"
 
     def prepare(self, inputs: Any) -> Any:
         return require_texts(inputs)
 
-    def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
-        outputs = super().predict_items(items, parameters)
+    def input_tokens(self, kwargs: dict[str, Any]) -> int | None:
+        return self.text_tokens
+
+    def item_output(self, output: Any, item: Any, kwargs: dict[str, Any]) -> Any:
         # Within a batch every text is padded to the longest: keep each text's own tokens only.
-        tokenize = {"truncation": parameters.get("truncation", False), **parameters.get("tokenize_kwargs", {})}
-        left = self.pipe.tokenizer.padding_side == "left"
-        trimmed = []
-        for item, output in zip(items, outputs, strict=True):
-            count = len(self.pipe.tokenizer(item, **tokenize)["input_ids"])
-            rows = output[0]
-            trimmed.append([rows[len(rows) - count:] if left else rows[:count]])
-        return trimmed
+        tokenizer: Any = self.pipe.tokenizer
+        tokenize = {"truncation": kwargs.get("truncation", False), **kwargs.get("tokenize_kwargs", {})}
+        count = len(tokenizer(item, **tokenize)["input_ids"])
+        rows = output[0]
+        return [rows[len(rows) - count:] if tokenizer.padding_side == "left" else rows[:count]]
 
 
 class SentenceTransformerAdapter(TaskAdapter):
@@ -54,7 +66,8 @@ class SentenceTransformerAdapter(TaskAdapter):
         if prompt_name is not None and prompt_name not in self.model.prompts:
             known = ", ".join(sorted(self.model.prompts)) or "none"
             raise BadRequest(f"unknown prompt_name {prompt_name!r}: this model's prompts are {known}")
-        return self.model.encode(texts, show_progress_bar=False, convert_to_numpy=True, **parameters)
+        return self.model.encode(readable(self.model, texts), show_progress_bar=False, convert_to_numpy=True,
+                                 **parameters)
 
 
 class SentenceEmbeddingsAdapter(SentenceTransformerAdapter):
@@ -63,14 +76,13 @@ class SentenceEmbeddingsAdapter(SentenceTransformerAdapter):
     task = "sentence-embeddings"
     default_max_batch_size = 32
     parameters = ENCODE_PARAMETERS
+    parameter_types = ENCODE_PARAMETER_TYPES
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
         return {"embeddings": self.encode(require_texts(inputs), parameters).tolist()}
 
     def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
-        texts = [require_texts(item) for item in items]
-        if not all(isinstance(text, str) for text in texts):
-            return super().predict_items(items, parameters)
+        texts = [require_text(item) for item in items]  # single inputs: strings (lists never reach here)
         return [{"embeddings": vector.tolist()} for vector in self.encode(texts, parameters)]
 
     def warmup(self) -> None:
@@ -82,6 +94,7 @@ class SentenceSimilarityAdapter(SentenceTransformerAdapter):
 
     task = "sentence-similarity"
     parameters = ENCODE_PARAMETERS
+    parameter_types = ENCODE_PARAMETER_TYPES
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
         return self.predict_items([inputs], parameters)[0]
@@ -111,6 +124,7 @@ class SentenceRankingAdapter(TaskAdapter):
     task = "sentence-ranking"
     aliases = ("text-ranking",)  # the Hub's pipeline_tag for rerankers
     parameters = frozenset({"batch_size", "apply_softmax"})
+    parameter_types = {"batch_size": POSITIVE_INTEGER, "apply_softmax": BOOLEAN}
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         super().__init__(model_dir, options)
@@ -123,7 +137,7 @@ class SentenceRankingAdapter(TaskAdapter):
         """Every request's pairs scored together, then each request's scores."""
         self.check_parameters(parameters)
         groups = [_ranking_pairs(inputs) for inputs in items]
-        pairs = [pair for group in groups for pair in group]
+        pairs = readable(self.model, [pair for group in groups for pair in group])
         scores = self.model.predict(pairs, show_progress_bar=False, convert_to_numpy=True, **parameters).tolist()
         return [{"scores": mine} for mine in regroup(scores, groups)]
 

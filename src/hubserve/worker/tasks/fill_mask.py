@@ -7,6 +7,7 @@ from typing import Any
 
 from hubserve.errors import BadRequest
 from hubserve.worker.tasks.base import LoadOptions
+from hubserve.worker.tasks.parameter_types import OBJECT, POSITIVE_INTEGER, STRING, STRINGS
 from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
 
 
@@ -16,6 +17,7 @@ class FillMaskAdapter(PipelineAdapter):
     task = "fill-mask"
     default_max_batch_size = 32
     parameters = frozenset({"top_k", "targets", "tokenizer_kwargs"})
+    parameter_types = {"top_k": POSITIVE_INTEGER, "targets": STRING | STRINGS, "tokenizer_kwargs": OBJECT}
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         super().__init__(model_dir, options)
@@ -25,9 +27,16 @@ class FillMaskAdapter(PipelineAdapter):
         self.mask_token = mask_token
 
     def prepare(self, inputs: Any) -> Any:
-        texts = require_texts(inputs)
+        return require_texts(inputs)
+
+    def input_tokens(self, kwargs: dict[str, Any]) -> int | None:
+        return self.text_tokens
+
+    def shorten(self, prepared: Any, kwargs: dict[str, Any]) -> Any:
+        texts = super().shorten(prepared, kwargs)
         if any(self.mask_token not in text for text in ([texts] if isinstance(texts, str) else texts)):
-            raise BadRequest(f"every input must contain the mask token {self.mask_token}")
+            where = "" if self.text_tokens is None else f" within its first {self.text_tokens} tokens"
+            raise BadRequest(f"every input must contain the mask token {self.mask_token}{where}")
         return texts
 
     def warmup(self) -> None:

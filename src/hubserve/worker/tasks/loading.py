@@ -73,8 +73,10 @@ def sentence_transformers_kwargs(options: LoadOptions) -> dict[str, Any]:
     }
 
 
-def build_pipeline(task: str, model_dir: Path, options: LoadOptions) -> Pipeline:
-    """A transformers pipeline for `task` over the folder, on the options' device and dtype."""
+def build_pipeline(task: str, model_dir: Path, options: LoadOptions,
+                   pipeline_class: type[Pipeline] | None = None) -> Pipeline:
+    """A transformers pipeline for `task` over the folder, on the options' device and dtype (of `pipeline_class`, a
+    subclass of the task's pipeline, when given)."""
     model_kwargs: dict[str, Any] = {}
     tokenizer = None
     if options.gguf_file:
@@ -89,4 +91,5 @@ def build_pipeline(task: str, model_dir: Path, options: LoadOptions) -> Pipeline
         dtype=torch_dtype(options, task),
         trust_remote_code=options.trust_remote_code,
         model_kwargs=model_kwargs,
+        pipeline_class=pipeline_class,
     )

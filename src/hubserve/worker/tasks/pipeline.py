@@ -17,6 +17,7 @@ from hubserve.worker.tasks.base import LoadOptions, TaskAdapter, unused_paramete
 from hubserve.worker.tasks.generation import GENERATION_PARAMETERS
 from hubserve.worker.tasks.loading import build_pipeline
 from hubserve.worker.tasks.media import decode_audio, decode_images
+from hubserve.worker.tasks.truncation import context_length, cut_texts
 
 # Arguments of `Pipeline.__call__` itself that a request may set.
 CALL_PARAMETERS = frozenset({"batch_size"})
@@ -31,6 +32,13 @@ def plain(value: Any) -> Any:
     if isinstance(value, np.ndarray | np.generic | torch.Tensor):
         return value.tolist()
     return value
+
+
+def require_text(inputs: Any) -> str:
+    """A string (one input of a batch), or a BadRequest saying so."""
+    if isinstance(inputs, str):
+        return inputs
+    raise BadRequest("inputs must be a string or a non-empty list of strings")
 
 
 def require_texts(inputs: Any) -> str | list[str]:
@@ -48,10 +56,24 @@ class PipelineAdapter(TaskAdapter):
     # A small request `warmup` sends, or None to skip it.
     warmup_inputs: ClassVar[Any] = None
     warmup_parameters: ClassVar[dict[str, Any]] = {}
+    # A subclass of the task's pipeline to build instead of it, or None for the task's own.
+    pipeline_class: ClassVar[type[Pipeline] | None] = None
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         super().__init__(model_dir, options)
-        self.pipe = build_pipeline(self.task, model_dir, options)
+        self.pipe = build_pipeline(self.task, model_dir, options, self.pipeline_class)
+
+    @functools.cached_property
+    def context_tokens(self) -> int | None:
+        """How many tokens the model reads in one sequence (None: no limit known)."""
+        return context_length(self.pipe.model.config, self.pipe.tokenizer)
+
+    @functools.cached_property
+    def text_tokens(self) -> int | None:
+        """How many tokens of one text the model reads besides its special tokens (None: no limit known)."""
+        tokenizer: Any = self.pipe.tokenizer
+        context = self.context_tokens
+        return None if context is None else context - tokenizer.num_special_tokens_to_add(pair=False)
 
     def prepare(self, inputs: Any) -> Any:
         """Validate and decode `inputs` for the pipeline."""
@@ -69,20 +91,31 @@ class PipelineAdapter(TaskAdapter):
         return kwargs
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
-        return plain(self.pipe(self.prepare(inputs), **self.pipeline_kwargs(parameters)))
+        kwargs = self.pipeline_kwargs(parameters)
+        return plain(self.pipe(self.shorten(self.prepare(inputs), kwargs), **kwargs))
 
     def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
         kwargs = self.pipeline_kwargs(parameters)
-        prepared = [self.prepare(item) for item in items]
+        prepared = [self.shorten(self.prepare(item), kwargs) for item in items]
         outputs = self.pipe(prepared, batch_size=self.forward_rows(len(prepared), kwargs), **kwargs)
-        return [self.item_output(plain(output)) for output in outputs]
+        return [self.item_output(plain(output), item, kwargs) for output, item in zip(outputs, prepared, strict=True)]
+
+    def input_tokens(self, kwargs: dict[str, Any]) -> int | None:
+        """How many tokens of each text the model reads under `kwargs`: longer texts are cut to them before the
+        tokenizer sees them (as TEI truncates). None leaves texts whole: the task windows or refuses long ones."""
+        return None
+
+    def shorten(self, prepared: Any, kwargs: dict[str, Any]) -> Any:
+        """`prepared` with every text cut to its first `input_tokens(kwargs)` tokens."""
+        tokens = self.input_tokens(kwargs)
+        return prepared if tokens is None else cut_texts(prepared, self.pipe.tokenizer, tokens)
 
     def forward_rows(self, items: int, kwargs: dict[str, Any]) -> int:
         """The pipeline's batch size for `items` inputs: all of them in one forward."""
         return items
 
-    def item_output(self, output: Any) -> Any:
-        """What `predict(item)` returns, given the pipeline's output for that item within a list."""
+    def item_output(self, output: Any, item: Any, kwargs: dict[str, Any]) -> Any:
+        """What `predict(item)` returns, given the pipeline's output for that (prepared) item within a list."""
         return output
 
     def warmup(self) -> None:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from hubserve.errors import BadRequest
+from hubserve.worker.tasks.parameter_types import (
+    FUNCTION_TO_APPLY,
+    INTEGER,
+    NULL,
+    PADDING,
+    POSITIVE_INTEGER,
+    TRUNCATION,
+)
 from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
 
 PAIR_KEYS = frozenset({"text", "text_pair"})
@@ -17,6 +25,8 @@ class TextClassificationAdapter(PipelineAdapter):
     default_max_batch_size = 32
     aliases = ("sentiment-analysis",)
     parameters = frozenset({"top_k", "function_to_apply", "truncation", "max_length", "padding"})
+    parameter_types = {"top_k": INTEGER | NULL, "function_to_apply": FUNCTION_TO_APPLY, "truncation": TRUNCATION,
+                       "max_length": POSITIVE_INTEGER, "padding": PADDING}
     warmup_inputs = "warm up"
 
     def prepare(self, inputs: Any) -> Any:
@@ -30,6 +40,15 @@ class TextClassificationAdapter(PipelineAdapter):
                 raise BadRequest('"text_pair" must be a string')
         return inputs
 
-    def item_output(self, output: Any) -> Any:
+    def call_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        # Texts come cut to the model's length (`input_tokens`); a pair of them still needs truncating together.
+        if self.context_tokens is None or "truncation" in parameters:
+            return parameters
+        return {"truncation": True, "max_length": self.context_tokens, **parameters}
+
+    def input_tokens(self, kwargs: dict[str, Any]) -> int | None:
+        return self.text_tokens
+
+    def item_output(self, output: Any, item: Any, kwargs: dict[str, Any]) -> Any:
         # For one text the pipeline answers a list even for its top-1 label; within a list, the bare dict.
         return output if isinstance(output, list) else [output]

@@ -1,40 +1,64 @@
 """text-generation: a causal LM (also GGUF) for prompts or chat messages, through the continuous-batching engine
-(concurrent requests share its batch; streaming too) or, for what the engine does not do, the transformers pipeline."""
+(concurrent requests share its batch; streaming too) or, for what the engine does not do, the transformers pipeline.
+Both hold every request to the endpoint's token limits (by default the model's context), as TGI does."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from transformers import set_seed
+from transformers import GenerationConfig, StoppingCriteriaList, set_seed
 
 from hubserve.errors import BadRequest, HubserveError
-from hubserve.worker.generation import GenerationEngine, TokenStream
+from hubserve.worker.generation import GenerationEngine, GenerationLimits, TokenStream
 from hubserve.worker.generation.answers import Plan, Prompt, answer, tgi_events
-from hubserve.worker.generation.params import limits_from_env, resolved_config, sampling_params, unsupported_settings
+from hubserve.worker.generation.params import (
+    PromptBounds,
+    limits_from_env,
+    resolved_config,
+    sampling_params,
+    unsupported_settings,
+)
 from hubserve.worker.tasks.base import LoadOptions
 from hubserve.worker.tasks.generation import (
+    GENERATION_PARAMETER_TYPES,
     GENERATION_PARAMETERS,
+    LENGTH_PARAMETERS,
     check_generation_parameters,
     with_length_default,
 )
-from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
+from hubserve.worker.tasks.generation_pipeline import BoundedTextGenerationPipeline, UntilCancelled
+from hubserve.worker.tasks.parameter_types import (
+    BOOLEAN,
+    LIST,
+    OBJECT,
+    STRING,
+    STRINGS,
+    TRUNCATION,
+    one_of,
+    optional,
+)
+from hubserve.worker.tasks.pipeline import PipelineAdapter, plain, require_texts
+from hubserve.worker.tasks.truncation import context_length, prompt_ids
 
 log = logging.getLogger("hubserve.worker")
 
 # Names clients use for stop strings; the pipeline takes them as `stop_sequence`.
 STOP_ALIASES = ("stop", "stop_sequences", "stop_strings")
-# TGI's parameters the pipeline has no use for: a seed for sampling, and `details` (always sent when streaming).
-ENGINE_ONLY_PARAMETERS = frozenset({"seed", "details"})
+# TGI's parameters the pipeline does not take: the adapter applies a `seed` and a `truncate` itself, and has
+# nothing to do for `details` (always sent when streaming).
+TGI_PARAMETERS = frozenset({"seed", "details", "truncate"})
 # The parameters the engine serves; a request with any other goes to the pipeline (and cannot stream).
 ENGINE_PARAMETERS = frozenset(
     {"max_new_tokens", "min_new_tokens", "min_length", "do_sample", "temperature", "top_k", "top_p",
-     "repetition_penalty", "return_full_text", "stop_sequence", *STOP_ALIASES, *ENGINE_ONLY_PARAMETERS}
+     "repetition_penalty", "return_full_text", "stop_sequence", *STOP_ALIASES, *TGI_PARAMETERS}
 )
 PIPELINE_PARAMETERS = frozenset(
     {
@@ -73,7 +97,20 @@ class TextGenerationAdapter(PipelineAdapter):
     """
 
     task = "text-generation"
-    parameters = GENERATION_PARAMETERS | PIPELINE_PARAMETERS | frozenset(STOP_ALIASES) | ENGINE_ONLY_PARAMETERS
+    parameters = GENERATION_PARAMETERS | PIPELINE_PARAMETERS | frozenset(STOP_ALIASES) | TGI_PARAMETERS
+    parameter_types = {
+        **GENERATION_PARAMETER_TYPES,
+        **{name: optional(BOOLEAN) for name in ("return_text", "return_tensors", "clean_up_tokenization_spaces",
+                                                "continue_final_message", "skip_special_tokens")},
+        **{name: optional(STRING | STRINGS) for name in (*STOP_ALIASES, "stop_sequence")},
+        "prefix": STRING,
+        "handle_long_generation": one_of("hole"),
+        "truncation": TRUNCATION,
+        "tokenizer_encode_kwargs": OBJECT,
+        "tools": LIST,
+        "documents": LIST,
+    }
+    pipeline_class = BoundedTextGenerationPipeline
     warmup_inputs = "warm up"
     warmup_parameters = {"max_new_tokens": 1}
     # Whether `stream_async` works for this model (False when the engine cannot run it).
@@ -87,6 +124,10 @@ class TextGenerationAdapter(PipelineAdapter):
         defaults = self.pipe._default_generation_config
         if defaults is not None and "do_sample" not in self.generation_config.to_diff_dict():
             self.generation_config.do_sample = defaults.do_sample
+        # The token limits: by default the model's context (TGI's), then TGI's variables, then `configure_generation`.
+        context = context_length(self.pipe.model.config, self.pipe.tokenizer)
+        env = limits_from_env(os.environ)
+        self.limits = GenerationLimits().updated(max_total_tokens=context).updated(**env)
         self.engine: GenerationEngine | None = None
         unsupported = unsupported_settings(resolved_config(self.pipe, self.call_parameters({})))
         if getattr(self.pipe.tokenizer, "response_template", None) is not None:
@@ -94,13 +135,15 @@ class TextGenerationAdapter(PipelineAdapter):
         if unsupported:
             log.warning("continuous batching is off for this model, which sets %s; using the pipeline", unsupported)
         else:
-            limits = limits_from_env(os.environ)
-            self.engine = GenerationEngine(self.pipe.model, self.pipe.tokenizer, **limits)
+            tokens: dict[str, Any] = {"max_input_tokens": self.limits.max_input_tokens,
+                                      "max_total_tokens": self.limits.max_total_tokens}
+            self.engine = GenerationEngine(self.pipe.model, self.pipe.tokenizer, **{**env, **tokens})
         self.supports_streaming = self.engine is not None
 
     def configure_generation(self, **limits: Any) -> None:
-        """Set the engine's limits (`GenerationLimits` names: max_batch_size, max_concurrent_requests,
-        max_batch_delay_ms, ...); None leaves one as it is."""
+        """Set the limits (`GenerationLimits` names: max_input_tokens, max_total_tokens, max_batch_size,
+        max_concurrent_requests, ...; see its `updated`); None leaves one as it is."""
+        self.limits = self.limits.updated(**limits)
         if self.engine is not None:
             self.engine.configure(**limits)
 
@@ -132,10 +175,13 @@ class TextGenerationAdapter(PipelineAdapter):
     async def predict_async(self, inputs: Any, parameters: dict[str, Any]) -> Any:
         """`predict` from an event loop: concurrent calls share the engine's batch."""
         self.check_parameters(parameters)
-        if self.engine is None:
-            return await asyncio.to_thread(self._pipeline_predict, inputs, parameters)
-        if not self._engine_takes(parameters):
-            return await self.engine.run(lambda: self._pipeline_predict(inputs, parameters))
+        if self.engine is None or not self._engine_takes(parameters):
+            cancelled = threading.Event()  # the caller went away (its timeout): stop generating for it
+            call = functools.partial(self._pipeline_predict, inputs, parameters, cancelled)
+            try:
+                return await (asyncio.to_thread(call) if self.engine is None else self.engine.run(call))
+            finally:
+                cancelled.set()
         plan = self._plan(inputs, parameters, streaming=False)
         streams = self._open(plan)
         try:
@@ -181,11 +227,25 @@ class TextGenerationAdapter(PipelineAdapter):
     def _engine_takes(self, parameters: dict[str, Any]) -> bool:
         return self.engine is not None and set(parameters) <= ENGINE_PARAMETERS
 
-    def _pipeline_predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+    def _pipeline_predict(self, inputs: Any, parameters: dict[str, Any],
+                          cancelled: threading.Event | None = None) -> Any:
+        """The pipeline's answer under the endpoint's limits; once `cancelled` is set, nothing more is generated
+        (the answer then goes nowhere)."""
+        if cancelled is not None and cancelled.is_set():  # cancelled while waiting for the generation thread
+            return None
         if parameters.get("seed") is not None:
             set_seed(_seed(parameters["seed"]))
-        parameters = {name: value for name, value in parameters.items() if name not in ENGINE_ONLY_PARAMETERS}
-        return super().predict(inputs, parameters)
+        kwargs = self.pipeline_kwargs({name: value for name, value in parameters.items() if name not in TGI_PARAMETERS})
+        generation = {name: value for name, value in kwargs.items() if name in GENERATION_PARAMETERS}
+        bounds = self._bounds(resolved_config(self.pipe, generation), parameters)
+        if cancelled is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([UntilCancelled(cancelled)])
+        return plain(self.pipe(self.prepare(inputs), bounds=bounds, **kwargs))
+
+    def _bounds(self, config: GenerationConfig, parameters: dict[str, Any]) -> PromptBounds:
+        """The request's `truncate` and its length, set by itself or defaulted by `config`, under the limits."""
+        explicit = any(parameters.get(name) is not None for name in LENGTH_PARAMETERS)
+        return PromptBounds(self.limits, config, parameters.get("truncate"), explicit)
 
     def _plan(self, inputs: Any, parameters: dict[str, Any], *, streaming: bool) -> Plan:
         self.check_parameters(parameters)
@@ -195,22 +255,29 @@ class TextGenerationAdapter(PipelineAdapter):
         full_text = bool(kwargs.pop("return_full_text", not streaming))
         seed = kwargs.pop("seed", None)
         seed = None if seed is None else _seed(seed)
-        kwargs.pop("details", None)
+        for name in TGI_PARAMETERS:
+            kwargs.pop(name, None)
         config = resolved_config(self.pipe, kwargs)
         unsupported = unsupported_settings(config)
         if unsupported:
             raise BadRequest(f"the continuous-batching engine does not implement these settings: {unsupported}")
+        bounds = self._bounds(config, parameters)
         listed = isinstance(prepared, list) and not is_chat(prepared)
-        prompts = [self._encode(item) for item in (prepared if listed else [prepared])]
-        params = [sampling_params(config, len(prompt.ids), seed, stop) for prompt in prompts]
+        prompts, params = [], []
+        for item in prepared if listed else [prepared]:
+            prompt = self._encode(item, bounds.truncate)
+            kept, new_tokens = bounds.fit(len(prompt.ids))
+            prompts.append(prompt)
+            params.append(sampling_params(config, new_tokens, kept, seed, stop))
         return Plan(prompts, params, full_text, listed)
 
-    def _encode(self, item: str | list[dict[str, Any]]) -> Prompt:
-        """A prompt's tokens as the pipeline makes them (no special tokens added; chats through their template)."""
-        if isinstance(item, str):
-            tokenizer: Any = self.pipe.tokenizer
-            return Prompt(list(tokenizer(item, add_special_tokens=False)["input_ids"]), item, None)
-        return Prompt(list(self._chat_template(item, tokenize=True)["input_ids"]), None, item)
+    def _encode(self, item: str | list[dict[str, Any]], truncate: int | None) -> Prompt:
+        """A prompt's tokens as the pipeline makes them (no special tokens added; chats rendered by their template),
+        only as many as the limits let the model read (its last `truncate`): this runs on the replica's event loop,
+        where tokenizing a 6 MB prompt whole would stall every other caller for seconds."""
+        text = item if isinstance(item, str) else str(self._chat_template(item, tokenize=False))
+        ids = prompt_ids(self.pipe.tokenizer, text, truncate=truncate, max_input_tokens=self.limits.max_input_tokens)
+        return Prompt(ids, item, None) if isinstance(item, str) else Prompt(ids, None, item)
 
     def _chat_template(self, messages: list[dict[str, Any]], *, tokenize: bool) -> Any:
         """The conversation rendered (or tokenized) to be answered, or continued when it ends with the assistant."""

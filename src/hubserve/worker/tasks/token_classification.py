@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hubserve.worker.tasks.parameter_types import INTEGER, STRINGS, one_of
 from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
 
 
@@ -15,7 +16,13 @@ class TokenClassificationAdapter(PipelineAdapter):
     default_max_batch_size = 32
     aliases = ("ner",)
     parameters = frozenset({"aggregation_strategy", "ignore_labels", "stride"})
+    parameter_types = {"aggregation_strategy": one_of("none", "simple", "first", "average", "max"),
+                       "ignore_labels": STRINGS, "stride": INTEGER}
     warmup_inputs = "My name is Sarah and I live in London"
 
     def prepare(self, inputs: Any) -> Any:
         return require_texts(inputs)
+
+    def input_tokens(self, kwargs: dict[str, Any]) -> int | None:
+        # With a `stride` the pipeline reads the whole text, window after window.
+        return None if kwargs.get("stride") else self.text_tokens

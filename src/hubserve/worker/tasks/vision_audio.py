@@ -10,7 +10,19 @@ from PIL import Image
 
 from hubserve.errors import BadRequest
 from hubserve.worker.tasks.media import decode_audio, decode_images
+from hubserve.worker.tasks.parameter_types import (
+    BOOLEAN,
+    FUNCTION_TO_APPLY,
+    LIST,
+    NUMBER,
+    OBJECT,
+    POSITIVE_INTEGER,
+    one_of,
+)
 from hubserve.worker.tasks.pipeline import PipelineAdapter
+
+# What the classification pipelines take.
+CLASSIFICATION_TYPES = {"top_k": POSITIVE_INTEGER, "function_to_apply": FUNCTION_TO_APPLY}
 
 
 def _many(inputs: Any) -> bool:
@@ -28,6 +40,7 @@ class ImageClassificationAdapter(PipelineAdapter):
     task = "image-classification"
     default_max_batch_size = 16
     parameters = frozenset({"top_k", "function_to_apply"})
+    parameter_types = CLASSIFICATION_TYPES
     warmup_inputs = Image.new("RGB", (32, 32))
 
     def prepare(self, inputs: Any) -> Any:
@@ -53,6 +66,8 @@ class AutomaticSpeechRecognitionAdapter(AudioAdapter):
 
     task = "automatic-speech-recognition"
     parameters = frozenset({"return_timestamps", "chunk_length_s", "stride_length_s", "generate_kwargs"})
+    parameter_types = {"return_timestamps": BOOLEAN | one_of("word", "char"), "chunk_length_s": NUMBER,
+                       "stride_length_s": NUMBER | LIST, "generate_kwargs": OBJECT}
 
 
 class AudioClassificationAdapter(AudioAdapter):
@@ -60,3 +75,4 @@ class AudioClassificationAdapter(AudioAdapter):
 
     task = "audio-classification"
     parameters = frozenset({"top_k", "function_to_apply"})
+    parameter_types = CLASSIFICATION_TYPES

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hubserve.errors import BadRequest
+from hubserve.worker.tasks.parameter_types import BOOLEAN, STRING, STRINGS
 from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
 
 
@@ -13,11 +14,15 @@ class ZeroShotClassificationAdapter(PipelineAdapter):
 
     task = "zero-shot-classification"
     parameters = frozenset({"candidate_labels", "multi_label", "hypothesis_template"})
+    parameter_types = {"candidate_labels": STRING | STRINGS, "multi_label": BOOLEAN, "hypothesis_template": STRING}
     warmup_inputs = "I love football"
     warmup_parameters = {"candidate_labels": ["sports", "politics"]}
 
     def prepare(self, inputs: Any) -> Any:
         return require_texts(inputs)
+
+    def input_tokens(self, kwargs: dict[str, Any]) -> int | None:
+        return self.text_tokens  # the premise: the pipeline truncates it (only_first) to fit the hypothesis
 
     def call_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         labels = parameters.get("candidate_labels")

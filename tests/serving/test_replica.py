@@ -1,0 +1,50 @@
+"""A replica whose worker dies under requests: they fail as `ReplicaLost` (a 503 to retry, not the caller's
+fault), streamed ones before their first event too, and it takes no request after."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from hubserve.channel import Channel
+from hubserve.errors import ReplicaLost
+from hubserve.invocation import InvocationRequest
+from hubserve.serving.context import ServingContext
+from hubserve.serving.hub import WorkerHub
+from hubserve.serving.replica import Replica
+from hubserve.serving.spawner import Spawner
+from hubserve.spec import EndpointSpec
+
+
+async def ready_replica(tmp_path: Path) -> tuple[Replica, Channel]:
+    """A ready replica, and the worker's end of its channel."""
+    context = ServingContext(hub=WorkerHub(), spawner=Spawner(tmp_path / "zygote.log"), logs_dir=tmp_path,
+                             models_dir=tmp_path, drain_timeout_s=1, save=lambda spec, status: None)
+    replica = Replica("e-1", EndpointSpec(name="e", model="m"), context, on_change=lambda r: None)
+    ours, theirs = socket.socketpair()
+    replica.attach(Channel(*await asyncio.open_connection(sock=ours)), pid=0)
+    worker = Channel(*await asyncio.open_connection(sock=theirs))
+    await worker.send({"op": "state", "state": "ready", "task": "echo"})
+    await replica.wait_settled()
+    return replica, worker
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_requests_in_flight_fail_as_replica_lost_when_the_worker_dies(tmp_path: Path, stream: bool) -> None:
+    async def main() -> None:
+        replica, worker = await ready_replica(tmp_path)
+        assert replica.ready
+        request = InvocationRequest(body=b"{}", stream=stream)
+        call = asyncio.ensure_future(replica.stream(request, 5) if stream else replica.invoke(request, 5))
+        header, _ = await worker.receive()
+        assert header["op"] == "invoke"
+        worker.close()  # what the kernel does to a killed worker's socket
+        with pytest.raises(ReplicaLost) as lost:
+            await call
+        assert (lost.value.status, lost.value.retry_after) == (503, 1)
+        assert not replica.ready and replica.in_flight == 0
+
+    asyncio.run(main())
