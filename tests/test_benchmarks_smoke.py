@@ -45,3 +45,17 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     assert hubserve["ratio"] > 0 and hubserve["target"] == ">= 0.85x" and isinstance(hubserve["met"], bool)
     latency = by_key["hubserve", "latency p50 (c=1)"]
     assert latency["delta"] is not None and latency["target"] == "<= +3 ms"
+
+
+def test_quick_soak(tmp_path: Path) -> None:
+    """The soak's harness end to end: steady load with a lane of bad requests, each answered as expected."""
+    out = tmp_path / "soak.json"
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--suite", "soak", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["metric"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["requests answered as expected"]["value"] > 0, rows
+    assert rows["unexpected answers"]["value"] == 0, rows["requests answered as expected"]["details"]
+    assert set(rows["requests answered as expected"]["details"]["expected_by_kind"]) >= {"embed", "generate",
+                                                                                         "depth bomb", "wrong type"}
+    assert isinstance(rows["RSS growth (server + replicas)"]["value"], float)
