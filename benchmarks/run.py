@@ -48,20 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def share_gguf_cache(home: Path, cache: Path) -> None:
-    """Point the new hubserve home's GGUF cache at the benchmarks' own, so a model converted once (by an earlier run
-    or the offline baselines, with the same converter) is not converted again. An optimisation only: if hubserve
-    keeps its conversions elsewhere, the untimed first deploy converts the model."""
-    (cache / "gguf").mkdir(parents=True, exist_ok=True)
-    (home / "models").mkdir(parents=True, exist_ok=True)
-    (home / "models" / "gguf").symlink_to((cache / "gguf").resolve(), target_is_directory=True)
-
-
 def run_suites(names: list[str], models: Models, counts: Counts, work: Path) -> list[Row]:
     """Start hubserve, run the suites against it, stop it; the rows of every suite."""
     token = "hs_admin_bench-" + secrets.token_hex(8)
     home, logs = work / "hubserve-home", work / "logs"
-    share_gguf_cache(home, models.cache)
     rows: list[Row] = []
     with peers.hubserve(home, token, logs) as server:
         admin = HubserveAdmin(server.url, token)
