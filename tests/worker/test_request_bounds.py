@@ -116,6 +116,13 @@ def test_a_max_new_tokens_over_the_limit_is_a_bad_request(generator: TextGenerat
         generator.predict("Hello", {**path, "max_new_tokens": 600})
 
 
+def test_a_list_of_more_prompts_than_the_engine_takes_is_a_bad_request(generator: TextGenerationAdapter) -> None:
+    assert generator.engine is not None
+    most = generator.engine.limits.max_concurrent_requests
+    with pytest.raises(BadRequest, match=f"at most {most} prompts"):
+        generator.predict(["Hello"] * (most + 1), {"max_new_tokens": 1})
+
+
 def test_a_defaulted_max_new_tokens_is_reduced_to_fit(generator: TextGenerationAdapter) -> None:
     prompt = generator.pipe.tokenizer.decode(token_ids(generator, LONG_TEXT)[:508])
     assert len(token_ids(generator, prompt)) == 508  # and the model's generation config asks 8 new tokens

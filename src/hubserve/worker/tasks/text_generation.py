@@ -294,6 +294,10 @@ class TextGenerationAdapter(PipelineAdapter):
     def _open(self, plan: Plan) -> list[TokenStream]:
         """Queue every prompt of `plan`; if one is refused, those already queued are cancelled."""
         assert self.engine is not None
+        most = self.engine.limits.max_concurrent_requests
+        if len(plan.prompts) > most:  # a 429 would have the client retry a request that can never fit
+            raise BadRequest(f"a request holds at most {most} prompts (max_concurrent_requests); this one has "
+                             f"{len(plan.prompts)}")
         streams: list[TokenStream] = []
         try:
             for prompt, params in zip(plan.prompts, plan.params, strict=True):
