@@ -123,8 +123,15 @@ def test_valid_unicode_text_is_kept() -> None:
     assert spec.model == "/models/modèle-😀" and spec.env == {"GREETING": "grüße\n"}
 
 
-@pytest.mark.parametrize("fields", [{"replicas": "2"}, {"replicas": True}, {"replicas": 2.0},
+@pytest.mark.parametrize("fields", [{"replicas": "2"}, {"replicas": True}, {"replicas": 2.5},
                                     {"engine": {"max_batch_delay_ms": False}}, {"trust_remote_code": "yes"}])
 def test_values_are_not_coerced(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         EndpointSpec.model_validate({"name": "e", "model": "m", **fields})
+
+
+def test_whole_numbers_written_as_floats_are_integers() -> None:
+    """JSON Schema's "integer" includes 2.0, as the OpenAPI document tells clients and schemathesis checks."""
+    spec = EndpointSpec.model_validate_json('{"name": "e", "model": "m", "replicas": 2.0, "engine": '
+                                            '{"max_concurrent_requests": 64.0}}')
+    assert (spec.replicas, spec.engine.max_concurrent_requests) == (2, 64)

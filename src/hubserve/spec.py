@@ -10,7 +10,16 @@ import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from hubserve.env_secrets import masked, unmasked
 
@@ -49,8 +58,21 @@ def _check_env_name(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_check_text)]
-EndpointName = Annotated[str, Field(max_length=63), AfterValidator(_check_name)]
+# The schemas state the rules too, so that the OpenAPI document tells clients what is accepted.
+EndpointName = Annotated[str, Field(max_length=63), AfterValidator(_check_name),
+                         WithJsonSchema({"type": "string", "maxLength": 63, "pattern": f"^{NAME_PATTERN.pattern}$"})]
 EnvName = Annotated[Text, AfterValidator(_check_env_name)]
+Env = Annotated[dict[EnvName, Text], WithJsonSchema({"type": "object", "additionalProperties": {"type": "string"},
+                                                     "propertyNames": {"minLength": 1, "pattern": "^[^=]+$"}})]
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON Schema counts 2.0 as an integer, and so do clients that write every number as a float; strict
+    # validation still refuses 2.5, true and "2".
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+Device = Annotated[str, WithJsonSchema({"type": "string", "pattern": f"^({DEVICE_PATTERN.pattern})$"})]
+Dtype = Annotated[str, WithJsonSchema({"type": "string", "enum": list(DTYPES)})]
 
 
 def parse_bool(value: str) -> bool:
@@ -110,6 +132,9 @@ class EngineSpec(BaseModel):
     max_input_tokens: int | None = Field(default=None, ge=1)
     max_total_tokens: int | None = Field(default=None, ge=1)
 
+    _whole_numbers = field_validator("max_batch_size", "max_concurrent_requests", "max_input_tokens",
+                                     "max_total_tokens", mode="before")(_whole_number)
+
     def generation_limits(self) -> dict[str, int | float | None]:
         return {"max_batch_size": self.max_batch_size, "max_batch_delay_ms": self.max_batch_delay_ms,
                 "max_concurrent_requests": self.max_concurrent_requests,
@@ -126,15 +151,17 @@ class SpecFields(BaseModel):
     model: Text | None = Field(default=None, description="Hub id, local folder, archive path or URL")
     revision: Text | None = None
     task: Text | None = None
-    env: dict[EnvName, Text] | None = None
-    device: str | None = None
-    dtype: str | None = None
+    env: Env | None = None
+    device: Device | None = None
+    dtype: Dtype | None = None
     replicas: int | None = Field(default=None, ge=1, le=64)
     max_payload_bytes: int | None = Field(default=None, ge=1, le=MAX_PAYLOAD_BYTES)
     timeout_s: float | None = Field(default=None, gt=0)
     security: Literal["public", "protected"] | None = None
     trust_remote_code: bool | None = None
     engine: EngineSpec | None = None
+
+    _whole_numbers = field_validator("replicas", "max_payload_bytes", mode="before")(_whole_number)
 
     @model_validator(mode="before")
     @classmethod
@@ -170,9 +197,9 @@ class EndpointSpec(SpecFields):
 
     name: EndpointName
     model: Text
-    env: dict[EnvName, Text] = Field(default_factory=dict)
-    device: str = "auto"
-    dtype: str = "auto"
+    env: Env = Field(default_factory=dict)
+    device: Device = "auto"
+    dtype: Dtype = "auto"
     replicas: int = Field(default=1, ge=1, le=64)
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=MAX_PAYLOAD_BYTES)
     timeout_s: float = Field(default=60.0, gt=0)

@@ -150,7 +150,10 @@ def test_unknown_routes_and_methods_use_our_error_body(server: Server) -> None:
     response = httpx.put(f"{server.url}/api/v1/tokens", headers=admin(server))
     assert response.status_code == 405
     assert response.json()["error_type"] == "method_not_allowed"
-    assert response.headers["allow"]
+    # Allow names every method of the path, not only those of the route Starlette tried first.
+    assert response.headers["allow"] == "GET, POST"
+    response = httpx.request("OPTIONS", f"{server.url}/api/v1/endpoints/{NAME}", headers=admin(server))
+    assert (response.status_code, response.headers["allow"]) == (405, "DELETE, GET, PATCH, PUT")
 
 
 def test_control_bodies_over_the_limit_are_413(server: Server) -> None:

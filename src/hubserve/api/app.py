@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from hubserve import __version__
 from hubserve.api import control, inference_endpoints, sagemaker
@@ -24,6 +25,13 @@ from hubserve.settings import ServerSettings
 from hubserve.store import Store
 
 log = logging.getLogger("hubserve")
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at the request's path."""
+    return [method for method in HTTP_METHODS
+            if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in app.router.routes)]
 
 
 def create_app(settings: ServerSettings) -> FastLane:
@@ -66,6 +74,8 @@ def create_app(settings: ServerSettings) -> FastLane:
         # Starlette's and FastAPI's own errors (no such route, a body FastAPI cannot parse) in our error body too.
         response = render_error(request, from_http_exception(exc))
         response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of one route; the path may have several
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request))
         return response
 
     app.openapi = without_unprocessable(app)  # type: ignore[method-assign]
