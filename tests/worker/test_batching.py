@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import nearly_equal
 from hubserve.errors import BadRequest, HubserveError, ModelError, NotAcceptable
 from hubserve.invocation import InvocationRequest
 from hubserve.spec import EngineSpec
@@ -210,17 +211,8 @@ def test_batchable_adapters_match_their_single_answers(task: str, inputs: list[A
     monkeypatch.undo()
     for item, output in zip(inputs, batched, strict=True):
         single = adapter.predict(item, dict(parameters))
-        assert _close(output, single), task
+        assert nearly_equal(output, single), task
 
-
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) < 1e-4
-    return bool(a == b)
 
 
 def test_model_runs_off_the_event_loop() -> None:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from conftest import nearly_equal
 from hubserve.errors import BadRequest, HubserveError
 from hubserve.worker.generation import GenerationLimits
 from hubserve.worker.handlers import TaskModel
@@ -268,16 +269,6 @@ def tokenized_chars(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
-def close(a: Any, b: Any) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(close(a[key], b[key]) for key in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) < 1e-4
-    return bool(a == b)
-
-
 LABELS = {"candidate_labels": ["sports", "politics"]}
 ENCODERS = [  # a task, a huge input, its parameters, and the answer on a prefix of it, truncated the library's way
     ("feature-extraction", HUGE_TEXT, {}, lambda a, text: a.pipe(text, truncation=True)),
@@ -305,7 +296,7 @@ def test_a_huge_text_costs_what_its_first_tokens_cost(adapter: Adapters, tokeniz
     answer = model.run_batch([model.work({"inputs": inputs, "parameters": parameters})])[0]
     if task == "zero-shot-classification":  # its answer holds the text it classified: the part the model read
         assert HUGE_TEXT.startswith(answer.pop("sequence")) and reference.pop("sequence")
-    assert close(answer, reference), answer
+    assert nearly_equal(answer, reference), answer
     assert 0 < max(tokenized_chars) < 8_000
 
 
