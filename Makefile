@@ -21,6 +21,7 @@ serve: install
 
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest
 
 bench: install

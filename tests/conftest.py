@@ -139,6 +139,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
     return get
 
 
+@pytest.fixture(scope="session")
+def lm(tiny_model: Callable[[str], Path]) -> tuple[Any, Any]:
+    """The tiny causal LM and its tokenizer, loaded in this process (float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tiny_model("text-generation")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
 @pytest.fixture
 def deploy(server: Server) -> Iterator[Callable[..., str]]:
     """`deploy(name, model, **spec)`: create an endpoint, wait until it runs, return its URL; deleted after."""

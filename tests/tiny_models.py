@@ -40,6 +40,9 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     RobertaTokenizerFast,
+    TapasConfig,
+    TapasForQuestionAnswering,
+    TapasTokenizer,
     ViTConfig,
     ViTForImageClassification,
     ViTImageProcessor,
@@ -50,6 +53,9 @@ from transformers import (
     Wav2Vec2ForCTC,
     Wav2Vec2ForSequenceClassification,
     Wav2Vec2Processor,
+    YolosConfig,
+    YolosForObjectDetection,
+    YolosImageProcessor,
 )
 
 SEED = 0
@@ -389,6 +395,24 @@ def _image_feature_extraction(path: Path) -> None:
     _vit(ViTModel, path)
 
 
+def _object_detection(path: Path) -> None:
+    """A YOLOS detector (a ViT with detection tokens): no timm or torchvision needed."""
+    yolos = YolosConfig(image_size=[32, 32], patch_size=8, num_detection_tokens=5, **TINY_TRANSFORMER,
+                        **_labels(IMAGE_LABELS))
+    _save(YolosForObjectDetection(yolos), YolosImageProcessor(size={"shortest_edge": 32, "longest_edge": 32}), path)
+
+
+def _table_question_answering(path: Path) -> None:
+    """TAPAS over the WordPiece vocabulary, with aggregation (its tokenizer, and serving it, need pandas)."""
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = sorted(wordpiece_tokenizer().get_vocab().items(), key=lambda item: item[1])
+    (path / "vocab.txt").write_text("".join(f"{piece}\n" for piece, _ in vocab))
+    tapas = TapasConfig(vocab_size=len(vocab), max_position_embeddings=512, num_aggregation_labels=4,
+                        use_answer_as_supervision=True, **TINY_TRANSFORMER,
+                        aggregation_labels={0: "NONE", 1: "SUM", 2: "AVERAGE", 3: "COUNT"})
+    _save(TapasForQuestionAnswering(tapas), TapasTokenizer(str(path / "vocab.txt"), model_max_length=512), path)
+
+
 def _wav2vec2_config(**config: object) -> Wav2Vec2Config:
     return Wav2Vec2Config(
         conv_dim=(16, 16),
@@ -448,6 +472,8 @@ _BUILDERS: dict[str, Callable[..., None]] = {
     "text-generation-gguf": _text_generation_gguf,
     "image-classification": _image_classification,
     "image-feature-extraction": _image_feature_extraction,
+    "object-detection": _object_detection,
+    "table-question-answering": _table_question_answering,
     "automatic-speech-recognition": _speech_recognition,
     "audio-classification": _audio_classification,
 }

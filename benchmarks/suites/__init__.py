@@ -6,11 +6,12 @@ from collections.abc import Callable
 
 from benchmarks.context import Context
 from benchmarks.report import Row
-from benchmarks.suites import coldstart, embeddings, generation, soak
+from benchmarks.suites import clients, coldstart, embeddings, generation, soak
 
 SUITES: dict[str, Callable[[Context], list[Row]]] = {
     "embeddings": embeddings.run,
     "generation": generation.run,
+    "clients": clients.run,
     "coldstart": coldstart.run,
     "soak": soak.run,
 }

@@ -55,15 +55,16 @@ def good_probes() -> dict[str, list[Probe]]:
 
 
 def bad_probes() -> list[Probe]:
-    """Refusals the server must keep giving, and keep giving cheaply: each is a clear 4xx."""
+    """Refusals the server must keep giving, and keep giving cheaply: each is a clear 4xx (on a text-generation
+    endpoint's URL, TGI's 422 validation errors)."""
     return [
         Probe(EMBEDDING, b'{"inputs": ', 400, "truncated JSON"),
         Probe(EMBEDDING, b"[" * 50_000 + b"]" * 50_000, 400, "depth bomb"),
         Probe(EMBEDDING, b'{"inputs": "x", "parameters": {"no_such_parameter": 1}}', 400, "unknown parameter"),
         Probe(EMBEDDING, b'{"inputs": "\\ud800"}', 400, "lone surrogate"),
-        Probe(GENERATION, _json({"inputs": "hi", "parameters": {"max_new_tokens": "ten"}}), 400, "wrong type"),
-        Probe(GENERATION, _json({"inputs": "hi", "parameters": {"max_new_tokens": 1.5}}), 400, "non-integer"),
-        Probe(GENERATION, _json({"inputs": "word " * 20_000, "parameters": {"max_new_tokens": 4}}), 400,
+        Probe(GENERATION, _json({"inputs": "hi", "parameters": {"max_new_tokens": "ten"}}), 422, "wrong type"),
+        Probe(GENERATION, _json({"inputs": "hi", "parameters": {"max_new_tokens": 1.5}}), 422, "non-integer"),
+        Probe(GENERATION, _json({"inputs": "word " * 20_000, "parameters": {"max_new_tokens": 4}}), 422,
               "prompt over the model's limit"),
         Probe("no-such-endpoint", _json({"inputs": "x"}), 404, "unknown endpoint"),
     ]

@@ -3,6 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Route(StrEnum):
+    """Which protocol operation a call is: every front door's route becomes one of these for the replica."""
+
+    DEFAULT = ""  # the task's own answer, as the SageMaker Hugging Face toolkit shapes it (InvokeEndpoint)
+    ROOT = "root"  # POST on an Inference Endpoint URL: shaped as huggingface_hub's clients, TGI and TEI expect
+    GENERATE = "generate"  # TGI
+    GENERATE_STREAM = "generate_stream"  # TGI
+    TOKENIZE = "tokenize"  # TGI or TEI, by the model's task
+    INFO = "info"  # TGI or TEI, by the model's task
+    CHAT = "chat"  # OpenAI chat completions
+    COMPLETIONS = "completions"  # OpenAI (legacy) completions
+    EMBEDDINGS = "embeddings"  # OpenAI embeddings
+    EMBED = "embed"  # TEI
+    SIMILARITY = "similarity"  # TEI
+    RERANK = "rerank"  # TEI
+    PREDICT = "predict"  # TEI
 
 
 @dataclass
@@ -16,10 +35,12 @@ class InvocationRequest:
     attributes: dict[str, str] = field(default_factory=dict)
     # Answer with a stream of events (tokens) instead of one body.
     stream: bool = False
+    # The protocol operation (see Route); the default is the task's own answer.
+    route: Route = Route.DEFAULT
 
     def header(self) -> dict[str, object]:
         return {"content_type": self.content_type, "accept": self.accept, "attributes": self.attributes,
-                "stream": self.stream}
+                "stream": self.stream, "route": self.route.value}
 
     @classmethod
     def from_header(cls, header: dict[str, object], body: bytes) -> InvocationRequest:
@@ -31,6 +52,7 @@ class InvocationRequest:
             accept=str(header.get("accept") or "application/json"),
             attributes={str(k): str(v) for k, v in attributes.items()},
             stream=bool(header.get("stream")),
+            route=Route(str(header.get("route") or "")),
         )
 
 

@@ -7,6 +7,7 @@ import hmac
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hubserve.errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -80,6 +81,17 @@ class TokenRegistry:
         if not record.allows(endpoint):
             raise Forbidden(f"the token is not valid for endpoint {endpoint}")
 
+    def endpoint_access(self, authorization: str | None) -> Callable[[str], bool]:
+        """Which protected endpoints the caller may call (by name): all for the admin token, a scoped token's own,
+        none without a valid token. Used to list what a caller can see, so an invalid token is no error here."""
+        token = bearer_token(authorization)
+        if token is None:
+            return _none
+        if self.is_admin(token):
+            return _every
+        record = self._find(token)
+        return record.allows if record is not None else _none
+
     def _find(self, token: str) -> TokenRecord | None:
         token_id = token.removeprefix(TOKEN_PREFIX).split("_", 1)[0]
         record = self._tokens.get(token_id)
@@ -106,3 +118,11 @@ class TokenRegistry:
         if not self._store.delete_token(token_id):
             raise NotFound(f"no token with id {token_id}")
         self._tokens.pop(token_id, None)
+
+
+def _none(_endpoint: str) -> bool:
+    return False
+
+
+def _every(_endpoint: str) -> bool:
+    return True

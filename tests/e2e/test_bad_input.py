@@ -243,8 +243,8 @@ def read_until_closed(sock: socket.socket) -> bytes:
 
 @pytest.mark.parametrize("sent", [b"", b"POST /endpoints/echo HTTP/1.1\r\nHost: x\r\nContent-Le"])
 def test_a_request_head_that_does_not_arrive_in_time_closes_the_connection(server: Server, sent: bytes) -> None:
+    started = time.monotonic()  # before connecting: the server's clock starts when it accepts the connection
     with connect(server) as sock:
-        started = time.monotonic()
         sock.sendall(sent)
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408 ")

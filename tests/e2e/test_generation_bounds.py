@@ -1,6 +1,7 @@
 """Bounded work per request through the real server: a generation endpoint holds requests to its model's context
-(400s naming the limit; TGI's `truncate` keeps a long prompt's end), refuses wrongly typed parameters (400s), and
-cancels a request past the endpoint's timeout inside the replica, which is then free for the next caller."""
+(TGI's 422 validation errors naming the limit; its `truncate` keeps a long prompt's end), refuses wrongly typed
+parameters (422s too), and cancels a request past the endpoint's timeout inside the replica, which is then free
+for the next caller."""
 
 from __future__ import annotations
 
@@ -41,19 +42,19 @@ def test_requests_are_held_to_the_model_context(bounded: tuple[str, Path]) -> No
     url, folder = bounded
     assert len(AutoTokenizer.from_pretrained(folder)(LONG_PROMPT, add_special_tokens=False)["input_ids"]) > CONTEXT
     over = generate(url, LONG_PROMPT, max_new_tokens=2)
-    assert over.status_code == 400
+    assert over.status_code == 422 and over.json()["error_type"] == "validation"
     # The replica stops tokenizing once the prompt is known to be over the limit.
     assert over.json()["error"] == f"`inputs` must have less than {CONTEXT - 1} tokens. Given: more than {CONTEXT}"
     truncated = generate(url, LONG_PROMPT, truncate=100, max_new_tokens=2)
     assert truncated.status_code == 200 and truncated.json()[0]["generated_text"].startswith(LONG_PROMPT)
     too_many = generate(url, "Hello", max_new_tokens=CONTEXT)
-    assert too_many.status_code == 400 and f"`max_new_tokens` must be <= {CONTEXT}" in too_many.json()["error"]
+    assert too_many.status_code == 422 and f"`max_new_tokens` must be <= {CONTEXT}" in too_many.json()["error"]
 
 
 @pytest.mark.parametrize("value", [1.5, True, "ten"])
-def test_a_wrongly_typed_parameter_is_a_bad_request(bounded: tuple[str, Path], value: object) -> None:
+def test_a_wrongly_typed_parameter_is_a_validation_error(bounded: tuple[str, Path], value: object) -> None:
     response = generate(bounded[0], "Hello", max_new_tokens=value)
-    assert response.status_code == 400 and "`max_new_tokens` must be an integer" in response.json()["error"]
+    assert response.status_code == 422 and "`max_new_tokens` must be an integer" in response.json()["error"]
 
 
 def test_a_request_past_the_timeout_is_cancelled_in_the_replica(server: Server, bounded: tuple[str, Path]) -> None:

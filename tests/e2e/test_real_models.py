@@ -39,14 +39,19 @@ def minilm(server: Server) -> Iterator[dict[str, str]]:
 def test_minilm_similarity_prefers_the_paraphrase(minilm: dict[str, str]) -> None:
     body = {"inputs": {"source_sentence": "A man is eating food.",
                        "sentences": ["A man is eating a piece of bread.", "The stock market fell sharply today."]}}
-    scores = httpx.post(minilm["sentence-similarity"], json=body).json()["similarities"]
+    # The endpoint URL answers as TEI and huggingface_hub's sentence_similarity do; InvokeEndpoint as the toolkit.
+    scores = httpx.post(minilm["sentence-similarity"], json=body).json()
+    toolkit = httpx.post(minilm["sentence-similarity"] + "/invocations", json=body).json()["similarities"]
     assert len(scores) == 2 and scores[0] > scores[1] + 0.3
+    assert np.allclose(scores, toolkit, atol=1e-5)
 
 
 def test_minilm_sentence_embeddings(minilm: dict[str, str]) -> None:
-    result = httpx.post(minilm["sentence-embeddings"], json={"inputs": ["first sentence", "second one"]}).json()
-    vectors = np.array(result["embeddings"])
-    assert vectors.shape == (2, 384)
+    body = {"inputs": ["first sentence", "second one"]}
+    vectors = np.array(httpx.post(minilm["sentence-embeddings"], json=body).json())
+    toolkit = np.array(httpx.post(minilm["sentence-embeddings"] + "/invocations", json=body).json()["embeddings"])
+    assert vectors.shape == toolkit.shape == (2, 384)
+    assert np.allclose(vectors, toolkit, atol=1e-5)
 
 
 def test_minilm_feature_extraction(minilm: dict[str, str]) -> None:

@@ -27,8 +27,9 @@ def generator(server: Server, tiny_model: Callable[[str], Path]) -> Iterator[str
 
 def events(response: httpx.Response) -> Iterator[tuple[float, dict[str, Any]]]:
     for line in response.iter_lines():
-        if line.startswith("data:"):
-            yield time.monotonic(), json.loads(line[len("data:"):])
+        if line:
+            assert line.startswith("data: {")  # TGI's framing: a space after the colon, no [DONE]
+            yield time.monotonic(), json.loads(line.removeprefix("data: "))
 
 
 def test_stream_sends_one_event_per_token_then_the_text(generator: str) -> None:
@@ -58,8 +59,10 @@ def test_stream_equals_the_non_streamed_answer(generator: str) -> None:
 
 
 def test_stream_errors_before_the_first_token_are_http_errors(generator: str) -> None:
+    # in TGI's words: a bad request to a text generation endpoint is a 422 "validation"
     response = httpx.post(generator, json={"inputs": "x", "parameters": {"bogus": 1}, "stream": True})
-    assert response.status_code == 400
+    assert response.status_code == 422
+    assert response.json()["error_type"] == "validation"
     assert "bogus" in response.json()["error"]
 
 

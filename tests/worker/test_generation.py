@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hubserve.errors import BadRequest, ModelError, Overloaded
 from hubserve.worker.generation import GenerationEngine, SamplingParams, TokenEvent
@@ -28,13 +27,6 @@ torch.set_num_threads(1)
 
 PROMPTS = ["My name is Sarah and", "Hello", "The weather in Paris is very nice today and the", "I love", "What"]
 LONG = 400  # tokens: long enough to still be running when a test acts on it (the tiny model allows 512 positions)
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_model: Callable[[str], Path]) -> tuple[Any, Any]:
-    folder = tiny_model("text-generation")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(folder)
 
 
 @pytest.fixture

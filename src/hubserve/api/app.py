@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,11 +12,11 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from hubserve import __version__
-from hubserve.api import control, inference_endpoints, sagemaker
+from hubserve.api import control, inference_endpoints, openai, sagemaker, tei, tgi
 from hubserve.api.common import validation_message
 from hubserve.api.contract import without_unprocessable
 from hubserve.api.errors import from_http_exception, render_error
-from hubserve.api.fast_lane import FastLane, Lane
+from hubserve.api.fast_lane import FastLane, lanes_of
 from hubserve.errors import BadRequest
 from hubserve.security import TokenRegistry
 from hubserve.serving.manager import EndpointManager
@@ -57,13 +56,16 @@ def create_app(settings: ServerSettings) -> FastLane:
     # FastAPI's OpenTelemetry hooks cost about a tenth of a request's time here; hubserve counts its own.
     app = FastAPI(title="hubserve", version=__version__, lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False},
-                  description="Serve Hugging Face models with the SageMaker and Inference Endpoints protocols.")
+                  description="Serve Hugging Face models with the SageMaker, Inference Endpoints, TGI, TEI and OpenAI "
+                              "protocols.")
     app.state.settings = settings
     app.state.manager = manager
     app.state.tokens = tokens
+    invocations = (sagemaker.router, inference_endpoints.router, inference_endpoints.shared, tgi.router, tei.router,
+                   openai.router)
     app.include_router(control.router)
-    app.include_router(sagemaker.router)
-    app.include_router(inference_endpoints.router)
+    for router in invocations:
+        app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
@@ -80,8 +82,4 @@ def create_app(settings: ServerSettings) -> FastLane:
 
     app.openapi = without_unprocessable(app)  # type: ignore[method-assign]
 
-    return FastLane(app, [
-        Lane(re.compile(r"/endpoints/(?P<name>[^/]+)/invocations"), sagemaker.invoke_endpoint,
-             sagemaker.render_sagemaker_error),
-        Lane(re.compile(r"/endpoints/(?P<name>[^/]+)"), inference_endpoints.invoke, render_error),
-    ])
+    return FastLane(app, lanes_of(invocations))

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import aclosing
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
-from hubserve.errors import BadRequest, HubserveError, PayloadTooLarge, RequestTimeout
-from hubserve.invocation import InvocationRequest
+from hubserve.errors import BadRequest, HubserveError, NotFound, PayloadTooLarge, RequestTimeout
+from hubserve.invocation import InvocationRequest, Route
 from hubserve.security import TokenRegistry
 from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.manager import EndpointManager
@@ -90,17 +90,21 @@ async def with_read_body(handler: Callable[[Request], Awaitable[Response]], requ
     return await handler(Request(request.scope, replay(body, request.receive)))
 
 
-def error_route(render: ErrorRenderer) -> type[APIRoute]:
-    """A route class that renders our errors in `render`'s wire format."""
+class ProtocolRoute(APIRoute):
+    """A route that renders our errors in its protocol's wire format (`render`, set by `error_route`)."""
 
-    class ProtocolRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-            if self.body_field is not None:  # FastAPI would read any body whole, however large or slow
-                handler = partial(with_read_body, handler)
-            return partial(guarded, render, handler)
+    render: ClassVar[ErrorRenderer]
 
-    return ProtocolRoute
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is not None:  # FastAPI would read any body whole, however large or slow
+            handler = partial(with_read_body, handler)
+        return partial(guarded, type(self).render, handler)
+
+
+def error_route(render: ErrorRenderer) -> type[ProtocolRoute]:
+    """The route class for a front door whose errors `render` writes."""
+    return type("ProtocolRoute", (ProtocolRoute,), {"render": staticmethod(render)})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -143,12 +147,29 @@ def check_access(request: Request, name: str) -> EndpointRuntime:
     return runtime
 
 
-async def accept_invocation(request: Request, name: str,
-                            attribute_headers: Sequence[str] = ()) -> tuple[EndpointRuntime, InvocationRequest]:
-    """The endpoint and the internal request for an HTTP call: checks access, then reads the body."""
-    runtime = check_access(request, name)
+def endpoint_task(request: Request) -> str | None:
+    """The task of the endpoint the request's path names (None while unknown, or for no such endpoint): some
+    routes answer in the protocol of the model's task."""
+    try:
+        runtime = manager_of(request).get(request.path_params.get("name", ""))
+    except NotFound:
+        return None
+    return runtime.status.task or runtime.spec.task
+
+
+def new_invocation(request: Request, route: Route = Route.DEFAULT,
+                   attribute_headers: Sequence[str] = ()) -> InvocationRequest:
+    """The internal request for an HTTP call, its body still to read: bad headers are refused before it is."""
     content_type = forwarded_header(request, "content-type") or "application/json"
     accept = forwarded_header(request, "accept") or "application/json"
     attributes = {h: value for h in attribute_headers if (value := forwarded_header(request, h)) is not None}
-    body = await read_body(request, runtime.spec.max_payload_bytes)
-    return runtime, InvocationRequest(body=body, content_type=content_type, accept=accept, attributes=attributes)
+    return InvocationRequest(body=b"", content_type=content_type, accept=accept, attributes=attributes, route=route)
+
+
+async def accept_invocation(request: Request, name: str, route: Route = Route.DEFAULT,
+                            attribute_headers: Sequence[str] = ()) -> tuple[EndpointRuntime, InvocationRequest]:
+    """The endpoint and the internal request for an HTTP call: checks access and headers, then reads the body."""
+    runtime = check_access(request, name)
+    invocation = new_invocation(request, route, attribute_headers)
+    invocation.body = await read_body(request, runtime.spec.max_payload_bytes)
+    return runtime, invocation

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 
@@ -60,20 +60,46 @@ ANSWER_CONTENT: dict[str, Any] = {
 }
 
 
+JSON_ANSWER: dict[str, Any] = {"description": "The answer", "content": {"application/json": {"schema": {}}}}
+SSE_ANSWER: dict[str, Any] = {"description": "Server-sent events, `data: <json>` each",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+JSON_OR_SSE_ANSWER: dict[str, Any] = {"description": "The answer; server-sent events for `\"stream\": true`",
+                                      "content": {**JSON_ANSWER["content"], **SSE_ANSWER["content"]}}
+
+
+def json_body(properties: dict[str, Any], required: tuple[str, ...] = (),
+              example: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A request body of one JSON object; other members are allowed (each protocol has many optional ones)."""
+    media: dict[str, Any] = {"schema": {"type": "object", "properties": properties, "required": list(required)}}
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {"application/json": media}}
+
+
+def invocation_docs(body: dict[str, Any] | None, answer: dict[str, Any], statuses: tuple[int, ...],
+                    model: type[BaseModel] = ErrorBody) -> dict[str, Any]:
+    """`add_api_route`'s arguments that document an invocation route: its body, answer, errors and token."""
+    extra: dict[str, Any] = {"security": OPTIONAL_TOKEN, **({"requestBody": body} if body is not None else {})}
+    return {"openapi_extra": extra, "response_class": Response,
+            "responses": {200: answer, **errors(*statuses, model=model)}}
+
+
 def errors(*statuses: int, model: type[BaseModel] = ErrorBody, headers: dict[str, Any] | None = None) -> Responses:
     """The `responses` entries for errors a route answers with `model`'s body."""
     return {status: {"model": model, **({"headers": headers} if headers else {})} for status in statuses}
 
 
 def without_unprocessable(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """`app.openapi` without FastAPI's 422 entries: our routes answer validation failures with 400 (app.py)."""
+    """`app.openapi` without FastAPI's 422 entries: our routes answer validation failures with 400 (app.py); only
+    the TGI and TEI routes answer 422, in their own body."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = build()
         for path in schema["paths"].values():
             for operation in path.values():
-                operation["responses"].pop("422", None)
+                if "HTTPValidationError" in str(operation["responses"].get("422")):
+                    del operation["responses"]["422"]
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         return schema

@@ -9,28 +9,34 @@ keep those routes in the OpenAPI document); every other request goes to the Fast
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.types import Receive, Scope, Send
 
-from hubserve.api.common import ErrorRenderer, guarded
+from hubserve.api.common import ErrorRenderer, ProtocolRoute, guarded
 
-Handler = Callable[[str, Request], Awaitable[Response]]
+# Called with the path's parameters (a route's `name`, or none for a server-wide route) and `request`.
+Handler = Callable[..., Awaitable[Response]]
 
 
 @dataclass(frozen=True)
 class Lane:
-    """POSTs whose path matches `pattern` (with a `name` group) go straight to `handler`."""
+    """POSTs whose path matches `pattern` go straight to `handler`, their errors written by `render`."""
 
     pattern: re.Pattern[str]
     handler: Handler
     render: ErrorRenderer
 
-    async def handle(self, name: str, request: Request) -> Response:
-        return await guarded(self.render, partial(self.handler, name), request)
+    async def handle(self, params: dict[str, str], request: Request) -> Response:
+        return await guarded(self.render, lambda r: self.handler(request=r, **params), request)
+
+
+def lanes_of(routers: Iterable[APIRouter]) -> list[Lane]:
+    """A lane for every POST route of `routers`, with the route's own path, handler and error format."""
+    return [Lane(route.path_regex, route.endpoint, type(route).render) for router in routers
+            for route in router.routes if isinstance(route, ProtocolRoute) and "POST" in (route.methods or ())]
 
 
 class FastLane:
@@ -47,8 +53,8 @@ class FastLane:
                 match = lane.pattern.fullmatch(scope["path"])
                 if match is not None:
                     scope["app"] = self.app
-                    scope["path_params"] = match.groupdict()
-                    response = await lane.handle(match["name"], Request(scope, receive, send))
+                    scope["path_params"] = params = match.groupdict()
+                    response = await lane.handle(params, Request(scope, receive, send))
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)

@@ -1,21 +1,35 @@
-"""The Inference Endpoints front door: `POST /endpoints/{name}` and its health route."""
+"""The Inference Endpoints front door: `POST /endpoints/{name}` (and its `/v1` alias), the routes TGI and TEI
+share (`/tokenize`, `/info`), which answer as the model's task decides, and the health route."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-
-import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from hubserve.api.common import accept_invocation, check_access, error_route
-from hubserve.api.contract import ANSWER_CONTENT, INVOCATION_BODY, OPTIONAL_TOKEN, errors
+from hubserve.api.common import ErrorRenderer, check_access, endpoint_task, error_route
+from hubserve.api.contract import (
+    ANSWER_CONTENT,
+    INVOCATION_BODY,
+    JSON_ANSWER,
+    OPTIONAL_TOKEN,
+    SSE_ANSWER,
+    errors,
+    invocation_docs,
+)
 from hubserve.api.errors import render_error
+from hubserve.api.operations import Operation, asked
+from hubserve.api.tei import render_tei_error
+from hubserve.api.tgi import GENERATE_BODY, TGI_EVENTS, render_tgi_error
 from hubserve.errors import HubserveError, NoReadyReplica
+from hubserve.invocation import Route
 
-router = APIRouter(route_class=error_route(render_error), tags=["inference-endpoints"])
+# The task whose endpoints speak TGI; TEI's routes answer for every other task.
+GENERATION_TASK = "text-generation"
+ROOT = Operation(Route.ROOT, TGI_EVENTS, asked)
+ROOT_ANSWER = {"description": "The answer, encoded by Accept; server-sent events for `\"stream\": true`",
+               "content": {**ANSWER_CONTENT, **SSE_ANSWER["content"]}}
+ROOT_ERRORS = (400, 401, 403, 404, 406, 408, 413, 415, 422, 424, 429, 503, 504)
+SHARED_ERRORS = (401, 403, 404, 408, 413, 415, 422, 424, 429, 503, 504)
 
 
 class Health(BaseModel):
@@ -23,44 +37,31 @@ class Health(BaseModel):
     ready_replicas: int
 
 
-def wants_stream(body: bytes, content_type: str) -> bool:
-    """Whether a JSON body asks for `"stream": true` (TGI's and the Inference Endpoints' flag)."""
-    if b'"stream"' not in body or "json" not in content_type:
-        return False
-    try:
-        # orjson stops at 1024 levels of nesting, where the json module would overflow its recursion.
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False  # the worker answers bad JSON with its own 400
-    return isinstance(payload, dict) and payload.get("stream") is True
+def by_task(generation: ErrorRenderer, other: ErrorRenderer) -> ErrorRenderer:
+    """A renderer for a route whose protocol is the endpoint's task's: TGI's for text generation."""
+
+    def render(request: Request, exc: HubserveError) -> Response:
+        return (generation if endpoint_task(request) == GENERATION_TASK else other)(request, exc)
+
+    return render
 
 
-def sse(data: bytes) -> bytes:
-    return b"data:" + data + b"\n\n"
+router = APIRouter(route_class=error_route(by_task(render_tgi_error, render_error)), tags=["inference-endpoints"])
+for path in ("/endpoints/{name}", "/endpoints/{name}/v1"):
+    router.add_api_route(
+        path, ROOT.on_endpoint(), methods=["POST"],
+        summary="Invoke the endpoint" if path == "/endpoints/{name}" else "Invoke the endpoint (alias of its URL)",
+        description="Answered as the model's task decides (text generation: TGI's `POST /`, a list; "
+                    "`\"stream\": true` streams its tokens as server-sent events).",
+        **invocation_docs(INVOCATION_BODY, ROOT_ANSWER, ROOT_ERRORS))
 
-
-async def sse_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    try:
-        async for event in events:
-            yield sse(event)
-    except HubserveError as exc:  # after the 200 went out, errors travel as an event (as TGI sends them)
-        yield sse(json.dumps({"error": exc.message, "error_type": exc.kind}).encode())
-
-
-@router.post("/endpoints/{name}", openapi_extra={"requestBody": INVOCATION_BODY, "security": OPTIONAL_TOKEN},
-             response_class=Response, responses={
-                 200: {"description": "The answer, encoded by Accept; server-sent events for `\"stream\": true`",
-                       "content": {**ANSWER_CONTENT, "text/event-stream": {"schema": {"type": "string"}}}},
-                 **errors(400, 401, 403, 404, 406, 408, 413, 415, 424, 429, 503, 504)})
-async def invoke(name: str, request: Request) -> Response:
-    runtime, invocation = await accept_invocation(request, name)
-    if wants_stream(invocation.body, invocation.content_type):
-        invocation.stream = True
-        events = await runtime.stream(invocation)
-        return StreamingResponse(sse_events(events), media_type="text/event-stream",
-                                 headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
-    result = await runtime.invoke(invocation)
-    return Response(result.body, media_type=result.content_type)
+shared = APIRouter(route_class=error_route(by_task(render_tgi_error, render_tei_error)), tags=["tgi", "tei"])
+shared.add_api_route("/endpoints/{name}/tokenize", Operation(Route.TOKENIZE, TGI_EVENTS).on_endpoint(),
+                     methods=["POST"], summary="Tokenize (TGI or TEI, by the model's task)",
+                     **invocation_docs(GENERATE_BODY, JSON_ANSWER, SHARED_ERRORS))
+shared.add_api_route("/endpoints/{name}/info", Operation(Route.INFO, TGI_EVENTS).on_endpoint(), methods=["GET"],
+                     summary="The model's info (TGI or TEI, by the model's task)",
+                     **invocation_docs(None, JSON_ANSWER, SHARED_ERRORS))
 
 
 @router.get("/endpoints/{name}/health", openapi_extra={"security": OPTIONAL_TOKEN},

@@ -91,7 +91,7 @@ _ERROR_HEADERS: dict[str, Any] = {
                  **errors(424, model=SageMakerModelError, headers=_ERROR_HEADERS)})
 async def invoke_endpoint(name: str, request: Request) -> Response:
     request.state.request_id = str(uuid.uuid4())
-    runtime, invocation = await accept_invocation(request, name, ATTRIBUTE_HEADERS)
+    runtime, invocation = await accept_invocation(request, name, attribute_headers=ATTRIBUTE_HEADERS)
     result = await runtime.invoke(invocation)
     variant = invocation.attributes.get("X-Amzn-SageMaker-Target-Variant", DEFAULT_VARIANT)
     return Response(result.body, media_type=result.content_type, headers={

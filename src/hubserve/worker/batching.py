@@ -14,13 +14,15 @@ from typing import Any
 @dataclass
 class Work:
     """One decoded request waiting for the model: `size` counts its inputs (a list counts by its length); `accept`
-    is the caller's Accept header, for encoding its answer."""
+    is the caller's Accept header, for encoding its answer; `finish`, when set, makes the answer of the adapter's
+    output instead (a protocol's shape), on the model thread."""
 
     inputs: Any
     parameters: dict[str, Any]
     size: int = 1
     accept: str = "application/json"
     enqueued_at: float = 0.0
+    finish: Callable[[Any], Any] | None = None
 
 
 @dataclass

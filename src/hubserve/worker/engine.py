@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from hubserve.errors import BadRequest, HubserveError
-from hubserve.invocation import InvocationRequest, InvocationResult
+from hubserve.errors import BadRequest, HubserveError, ModelError
+from hubserve.invocation import InvocationRequest, InvocationResult, Route
 from hubserve.spec import EngineSpec
-from hubserve.worker import codecs
+from hubserve.worker import codecs, protocols
 from hubserve.worker.batching import DynamicBatcher, Work
 from hubserve.worker.config import WorkerConfig
 from hubserve.worker.handlers import CustomCode, TaskModel
@@ -20,8 +20,11 @@ from hubserve.worker.torch_threads import adopt_torch_threads
 
 
 class Engine:
-    def __init__(self, handler: TaskModel | CustomCode, engine_spec: EngineSpec) -> None:
+    def __init__(self, handler: TaskModel | CustomCode, engine_spec: EngineSpec, model_id: str | None = None) -> None:
         self.model: TaskModel | None = handler if isinstance(handler, TaskModel) else None
+        # What the protocols' info routes name the model: the endpoint's model (a Hub id, a path, a URL).
+        adapter_dir = getattr(getattr(self.model, "adapter", None), "model_dir", None)
+        self.model_id = model_id or (adapter_dir.name if adapter_dir is not None else "custom")
         self.custom: CustomCode | None = None if isinstance(handler, TaskModel) else handler
         self.task = self.model.task if self.model is not None else "custom"
         adapter: Any = self.model.adapter if self.model is not None else None
@@ -42,7 +45,7 @@ class Engine:
 
     @classmethod
     def load(cls, config: WorkerConfig) -> Engine:
-        return cls(load_handler(config), config.spec.engine)
+        return cls(load_handler(config), config.spec.engine, config.spec.model)
 
     def start(self) -> None:
         """Start background work; call from the replica's event loop."""
@@ -56,12 +59,26 @@ class Engine:
         return await asyncio.get_running_loop().run_in_executor(self._codec_thread, self.model.decode_work, request)
 
     def _run_batch(self, works: list[Work]) -> list[InvocationResult | BaseException]:
-        """The batch's answers, encoded on the model thread as soon as they exist: no hop on the way out."""
+        """The batch's answers, encoded on the model thread as soon as they exist (by the work's own `finish` when
+        a protocol shapes it): no hop on the way out."""
         assert self.model is not None
-        return [output if isinstance(output, BaseException) else _encoded(output, work.accept)
+        return [output if isinstance(output, BaseException) else _encoded(output, work)
                 for work, output in zip(works, self.model.run_batch(works), strict=True)]
 
+    async def submit(self, work: Work) -> Any:
+        """`work` through the dynamic batcher (with concurrent requests): what its `finish` (else the Accept
+        encoding) makes of the adapter's output."""
+        if self.batcher is None:
+            raise BadRequest(f"this endpoint's task ({self.task}) is not batched")
+        return await self.batcher.submit(work)
+
+    def _protocol(self, request: InvocationRequest) -> bool:
+        """Whether a protocol's route shapes this call: custom code answers the endpoint URL itself."""
+        return bool(request.route) and not (self.custom is not None and request.route is Route.ROOT)
+
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
+        if self._protocol(request):
+            return await protocols.invoke(self, request)
         if self.custom is not None:
             return await asyncio.get_running_loop().run_in_executor(self._model_thread, self.custom, request)
         work = await self._decode(request)
@@ -74,6 +91,10 @@ class Engine:
 
     async def stream(self, request: InvocationRequest) -> AsyncIterator[dict[str, Any]]:
         """Events of a streamed answer (one per token, then a final one); errors come before the first."""
+        if self._protocol(request):
+            async for event in await protocols.stream(self, request):
+                yield event
+            return
         if self.generator is None or self.model is None:
             raise BadRequest(f"this endpoint's task ({self.task}) does not stream; leave out \"stream\"")
         work = await self._decode(request)
@@ -93,8 +114,12 @@ class Engine:
         return stats
 
 
-def _encoded(output: Any, accept: str) -> InvocationResult | BaseException:
+def _encoded(output: Any, work: Work) -> Any:
     try:
-        return codecs.encode_result(output, accept)
+        if work.finish is not None:
+            return work.finish(output)
+        return codecs.encode_result(output, work.accept)
     except HubserveError as exc:  # e.g. an Accept this answer has no form in: that caller's error alone
         return exc
+    except Exception as exc:  # a protocol's shaping failed on this answer: that caller's error alone
+        return ModelError(f"{type(exc).__name__}: {exc}")

@@ -3,6 +3,7 @@ for every running request on one background thread; requests join at the next st
 
 from hubserve.worker.generation.engine import GenerationEngine
 from hubserve.worker.generation.stream import TokenStream
-from hubserve.worker.generation.types import GenerationLimits, GenerationResult, SamplingParams, TokenEvent
+from hubserve.worker.generation.types import GenerationLimits, GenerationResult, SamplingParams, TokenEvent, TopToken
 
-__all__ = ["GenerationEngine", "GenerationLimits", "GenerationResult", "SamplingParams", "TokenEvent", "TokenStream"]
+__all__ = ["GenerationEngine", "GenerationLimits", "GenerationResult", "SamplingParams", "TokenEvent", "TokenStream",
+           "TopToken"]

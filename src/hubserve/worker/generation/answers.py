@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -53,10 +54,17 @@ async def tgi_events(tokens: TokenStream, prefix: str) -> AsyncIterator[dict[str
 
 
 def tgi_event(event: TokenEvent, prefix: str) -> dict[str, Any]:
-    """TGI's /generate_stream event: the token, and on the last one the whole text and the details."""
+    """TGI's /generate_stream event: the token (and its alternatives, when asked for), and on the last one the whole
+    text and the details."""
     result = event.result
-    token = {"id": event.id, "text": event.text, "logprob": event.logprob, "special": event.special}
+    # A special token (the end of turn) streams with no text: TGI sends its text, which huggingface_hub and
+    # LangChain then hand to the user as the answer's last words ("<|im_end|>").
+    token = {"id": event.id, "text": "" if event.special else event.text, "logprob": event.logprob,
+             "special": event.special}
+    shaped: dict[str, Any] = {"index": event.index, "token": token}
+    if event.top_tokens:
+        shaped["top_tokens"] = [dataclasses.asdict(top) for top in event.top_tokens]
     if result is None:
-        return {"index": event.index, "token": token, "generated_text": None, "details": None}
+        return {**shaped, "generated_text": None, "details": None}
     details = {"finish_reason": result.finish_reason, "generated_tokens": result.generated_tokens, "seed": result.seed}
-    return {"index": event.index, "token": token, "generated_text": prefix + result.text, "details": details}
+    return {**shaped, "generated_text": prefix + result.text, "details": details}

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import torch
 
 from hubserve.errors import ModelError, NoReadyReplica, Overloaded
+from hubserve.worker.generation.grammar import GrammarCompiler
 from hubserve.worker.generation.scheduler import Outbox, Outcome, Request, Scheduler
 from hubserve.worker.generation.stream import TokenStream
 from hubserve.worker.generation.types import GenerationLimits, GenerationResult, SamplingParams, TokenEvent
@@ -66,6 +67,8 @@ class GenerationEngine:
         self.scheduler = Scheduler(model, copy.deepcopy(tokenizer), limits, self._deliver)
         eos = model.generation_config.eos_token_id
         self.eos_ids: tuple[int, ...] = tuple(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        # Requests' grammars are compiled on the callers' side, with the callers' tokenizer.
+        self.grammars = GrammarCompiler(tokenizer, self.scheduler.vocab_size, self.eos_ids)
         self._condition = threading.Condition()
         self._arrivals: list[Request] = []
         self._calls: list[Callable[[], None]] = []

@@ -18,11 +18,11 @@ from hubserve.worker.generation.types import GenerationLimits, SamplingParams
 HANDLED = frozenset(
     {
         "max_new_tokens", "max_length", "min_new_tokens", "min_length", "do_sample", "temperature", "top_k",
-        "top_p", "repetition_penalty", "eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id",
-        "use_cache", "cache_implementation", "cache_config", "return_dict_in_generate", "output_scores",
-        "output_logits", "output_attentions", "output_hidden_states", "remove_invalid_values", "renormalize_logits",
-        "transformers_version", "compile_config", "disable_compile", "prefill_chunk_size", "max_cache_len",
-        "continuous_batching_config", "use_mtp", "is_assistant", "speculation_type",
+        "top_p", "typical_p", "repetition_penalty", "eos_token_id", "pad_token_id", "bos_token_id",
+        "decoder_start_token_id", "use_cache", "cache_implementation", "cache_config", "return_dict_in_generate",
+        "output_scores", "output_logits", "output_attentions", "output_hidden_states", "remove_invalid_values",
+        "renormalize_logits", "transformers_version", "compile_config", "disable_compile", "prefill_chunk_size",
+        "max_cache_len", "continuous_batching_config", "use_mtp", "is_assistant", "speculation_type",
         # Assisted decoding changes the speed only, and needs an assistant or prompt lookup asked for on its own.
         "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
         "prompt_lookup_num_tokens", "max_matching_ngram_size", "assistant_early_exit", "assistant_lookbehind",
@@ -33,7 +33,6 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "num_beams": (None, 1),
     "num_beam_groups": (None, 1),
     "num_return_sequences": (None, 1),
-    "typical_p": (None, 1.0),
     "epsilon_cutoff": (None, 0.0),
     "eta_cutoff": (None, 0.0),
     "encoder_repetition_penalty": (None, 1.0),
@@ -115,9 +114,15 @@ class PromptBounds:
 
 
 def sampling_params(
-    config: GenerationConfig, max_new_tokens: int, input_tokens: int, seed: int | None, stop: Sequence[str]
+    config: GenerationConfig,
+    max_new_tokens: int,
+    input_tokens: int,
+    seed: int | None,
+    stop: Sequence[str],
+    **settings: Any,
 ) -> SamplingParams:
-    """The engine's settings for one prompt of `input_tokens` tokens under `config`."""
+    """The engine's settings for one prompt of `input_tokens` tokens under `config`, with `settings` that no
+    GenerationConfig holds (`frequency_penalty`, `presence_penalty`, `top_n_tokens`, `grammar`)."""
     min_new = config.min_new_tokens
     if min_new is None:
         min_new = max((config.min_length or 0) - input_tokens, 0)
@@ -130,9 +135,11 @@ def sampling_params(
         top_k=config.top_k or 0,
         top_p=1.0 if config.top_p is None else float(config.top_p),
         repetition_penalty=1.0 if config.repetition_penalty is None else float(config.repetition_penalty),
+        typical_p=1.0 if config.typical_p is None else float(config.typical_p),
         seed=seed,
         stop=tuple(stop),
         eos_token_ids=None if eos is None else tuple(eos if isinstance(eos, list) else [eos]),
+        **settings,
     )
 
 

@@ -1,5 +1,7 @@
-"""Choosing every row's next token at once: generate()'s repetition penalty, min_new_tokens, temperature, top-k and
-top-p as per-row tensors, greedy rows by one argmax, sampled rows each with their own seeded `torch.Generator`."""
+"""Choosing every row's next token at once: generate()'s repetition penalty, min_new_tokens, temperature, top-k,
+top-p and typical-p as per-row tensors, OpenAI's frequency and presence penalties, a grammar's mask; greedy rows by
+one argmax, sampled rows each with their own seeded `torch.Generator`. Each setting costs nothing to the batches
+whose rows leave it off."""
 
 from __future__ import annotations
 
@@ -10,18 +12,27 @@ import torch
 
 from hubserve.worker.generation.types import SamplingParams
 
+NEG_INF = -float("inf")
+
 
 @dataclass
 class RowSampling:
-    """The settings of a batch's rows as tensors: rebuilt when rows join or leave, not at every step."""
+    """The settings of a batch's rows as tensors (rows as lists, which index tensors without waiting for a device):
+    rebuilt when rows join or leave, not at every step."""
 
-    sampled: torch.Tensor | None  # row indices that sample (None: all greedy)
-    temperature: torch.Tensor  # of the sampled rows, like the three below
+    sampled: list[int]  # rows that sample
+    temperature: torch.Tensor  # of the sampled rows, like the four below
     top_k: torch.Tensor  # 0 (off) already replaced by the vocabulary size
     top_p: torch.Tensor
+    typical_p: torch.Tensor | None  # None: no sampled row has one
     generators: list[torch.Generator]
     penalty: torch.Tensor | None  # every row's repetition penalty (None: no row has one)
+    counted: list[int]  # rows with a frequency or presence penalty, like the two below
+    frequency: torch.Tensor
+    presence: torch.Tensor
     min_new: list[tuple[int, int, list[int]]]  # (row, min_new_tokens, eos ids) of rows that bound EOS
+    constrained: list[int]  # rows with a grammar, in the order of the mask `choose` takes
+    top_n: dict[int, int]  # row -> how many alternatives it asks for
 
     @classmethod
     def build(
@@ -35,14 +46,24 @@ class RowSampling:
         rows = [row for row, p in enumerate(params) if p.do_sample]
         picked = [params[row] for row in rows]
         penalties = [p.repetition_penalty for p in params]
+        counted = [row for row, p in enumerate(params) if p.frequency_penalty or p.presence_penalty]
         return cls(
-            sampled=torch.tensor(rows, device=device) if rows else None,
+            sampled=rows,
             temperature=torch.tensor([p.temperature for p in picked], device=device),
             top_k=torch.tensor([p.top_k or vocab_size for p in picked], device=device).clamp(max=vocab_size),
             top_p=torch.tensor([p.top_p for p in picked], device=device),
+            typical_p=(torch.tensor([p.typical_p for p in picked], device=device)
+                       if any(p.typical_p < 1.0 for p in picked) else None),
             generators=[_generator(generators[row]) for row in rows],
             penalty=torch.tensor(penalties, device=device) if any(p != 1.0 for p in penalties) else None,
-            min_new=[(row, p.min_new_tokens, list(eos_ids[row])) for row, p in enumerate(params) if p.min_new_tokens],
+            counted=counted,
+            frequency=torch.tensor([params[row].frequency_penalty for row in counted], device=device),
+            presence=torch.tensor([params[row].presence_penalty for row in counted], device=device),
+            # A grammar decides itself when its answer may end.
+            min_new=[(row, p.min_new_tokens, list(eos_ids[row])) for row, p in enumerate(params)
+                     if p.min_new_tokens and p.grammar is None],
+            constrained=[row for row, p in enumerate(params) if p.grammar is not None],
+            top_n={row: p.top_n_tokens for row, p in enumerate(params) if p.top_n_tokens},
         )
 
 
@@ -52,27 +73,76 @@ def _generator(generator: torch.Generator | None) -> torch.Generator:
     return generator
 
 
-def choose(
-    logits: torch.Tensor, rows: RowSampling, token_ids: torch.Tensor, generated: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The next token of every row and its log-probability under the distribution it was chosen from.
+@dataclass
+class Choice:
+    """Every row's next token, its log-probability under the distribution it was chosen from, and for the rows
+    that ask, the most likely tokens of that distribution (ids and log-probabilities, most likely first)."""
 
-    `token_ids` holds every row's tokens so far (prompt included, -1 where left padding), for the penalty;
-    `generated` how many tokens each row generated so far, for min_new_tokens.
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    top: dict[int, tuple[list[int], list[float]]]
+
+
+def choose(
+    logits: torch.Tensor,
+    rows: RowSampling,
+    token_ids: torch.Tensor,
+    generated: Sequence[int],
+    refused: torch.Tensor | None = None,
+) -> Choice:
+    """The next token of every row.
+
+    `token_ids` holds every row's tokens so far (prompt included, -1 where left padding, generated tokens last),
+    for the penalties; `generated` how many tokens each row generated so far, for min_new_tokens and the frequency
+    and presence penalties; `refused` the tokens each of `rows.constrained` may not take (a boolean row each).
     """
     scores = logits.float()
     for row, min_new, eos in rows.min_new:
         if generated[row] < min_new and eos:
-            scores[row, eos] = -float("inf")
+            scores[row, eos] = NEG_INF
     if rows.penalty is not None:
         scores = penalize(scores, token_ids, rows.penalty)
+    if rows.counted:
+        scores = penalize_counts(scores, token_ids, generated, rows)
+    if refused is not None and len(rows.constrained) == len(scores):  # every row: in place, no copies
+        scores.masked_fill_(refused, NEG_INF)
+    elif refused is not None:
+        scores[rows.constrained] = scores[rows.constrained].masked_fill(refused, NEG_INF)
     tokens = scores.argmax(dim=-1)
-    logprobs = scores.gather(1, tokens[:, None]).squeeze(1) - scores.logsumexp(dim=-1)
-    if rows.sampled is not None:
-        picked, picked_logprobs = sample(scores[rows.sampled], rows)
-        tokens[rows.sampled] = picked
-        logprobs[rows.sampled] = picked_logprobs
-    return tokens, logprobs
+    norms = scores.logsumexp(dim=-1)
+    logprobs = scores.gather(1, tokens[:, None]).squeeze(1) - norms
+    top: dict[int, tuple[list[int], list[float]]] = {}
+    sampled = rows.sampled
+    greedy = [row for row in rows.top_n if row not in sampled]
+    if greedy:
+        values, ids = scores[greedy].topk(widest(greedy, rows.top_n, scores), dim=-1)
+        top.update(alternatives(greedy, rows.top_n, values - norms[greedy, None], ids))
+    if sampled:
+        picked, picked_logprobs, probs, indices = sample(scores[sampled], rows)
+        tokens[sampled] = picked
+        logprobs[sampled] = picked_logprobs
+        asking = [at for at, row in enumerate(sampled) if row in rows.top_n]
+        if asking:
+            asking_rows = [sampled[at] for at in asking]
+            values, at = probs[asking].topk(widest(asking_rows, rows.top_n, probs), dim=-1)
+            top.update(alternatives(asking_rows, rows.top_n, values.log(), indices[asking].gather(1, at)))
+    return Choice(tokens, logprobs, top)
+
+
+def widest(rows: list[int], top_n: dict[int, int], scores: torch.Tensor) -> int:
+    return min(max(top_n[row] for row in rows), scores.shape[-1])
+
+
+def alternatives(
+    rows: list[int], top_n: dict[int, int], logprobs: torch.Tensor, ids: torch.Tensor
+) -> dict[int, tuple[list[int], list[float]]]:
+    """For each of `rows`, its `top_n[row]` most likely tokens (`ids`, their `logprobs`: one row each, sorted) that
+    have any probability."""
+    top = {}
+    for row, row_logprobs, row_ids in zip(rows, logprobs.tolist(), ids.tolist(), strict=True):
+        kept = [k for k, value in enumerate(row_logprobs[: top_n[row]]) if value != NEG_INF]
+        top[row] = ([row_ids[k] for k in kept], [row_logprobs[k] for k in kept])
+    return top
 
 
 def penalize(scores: torch.Tensor, token_ids: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
@@ -86,22 +156,61 @@ def penalize(scores: torch.Tensor, token_ids: torch.Tensor, penalty: torch.Tenso
     return torch.where(seen[:, :vocab], penalized, scores)
 
 
-def sample(scores: torch.Tensor, rows: RowSampling) -> tuple[torch.Tensor, torch.Tensor]:
-    """Temperature, then top-k, then top-p (generate()'s order), then one multinomial draw per row."""
+def penalize_counts(
+    scores: torch.Tensor, token_ids: torch.Tensor, generated: Sequence[int], rows: RowSampling
+) -> torch.Tensor:
+    """OpenAI's penalties on the rows that have one: a token's score minus `frequency` times how often the row
+    generated it, minus `presence` once it did. Generated tokens are each row's last columns of `token_ids`; older
+    columns go to a spare column that is dropped."""
+    vocab = scores.shape[-1]
+    width = max(generated[row] for row in rows.counted)
+    if width == 0:
+        return scores
+    counts_of = torch.tensor([generated[row] for row in rows.counted], device=scores.device)
+    recent = token_ids[rows.counted, -width:]
+    older = torch.arange(width, device=scores.device)[None, :] < (width - counts_of)[:, None]
+    recent = recent.masked_fill(older, vocab)
+    counts = torch.zeros(recent.shape[0], vocab + 1, device=scores.device)
+    counts.scatter_add_(1, recent, torch.ones_like(recent, dtype=counts.dtype))
+    counts = counts[:, :vocab]
+    penalty = rows.frequency[:, None] * counts + rows.presence[:, None] * (counts > 0)
+    scores[rows.counted] -= penalty.to(scores.dtype)
+    return scores
+
+
+def sample(scores: torch.Tensor, rows: RowSampling) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Temperature, then top-k, then top-p, then typical-p (generate()'s order), then one multinomial draw per row:
+    the tokens, their log-probabilities, and the distribution drawn from (probabilities over the token ids beside)."""
     scores = scores / rows.temperature[:, None]
     widest = int(rows.top_k.max())
     values, indices = scores.topk(widest, dim=-1)  # sorted, largest first
     ranks = torch.arange(widest, device=scores.device)
-    values = values.masked_fill(ranks[None, :] >= rows.top_k[:, None], -float("inf"))
+    values = values.masked_fill(ranks[None, :] >= rows.top_k[:, None], NEG_INF)
     if bool((rows.top_p < 1.0).any()):
         probs = values.softmax(dim=-1)
         # generate() drops the tokens whose ascending cumulative probability is <= 1 - top_p: in descending
         # order, those whose predecessors already hold top_p (the most likely token always stays).
         before = probs.cumsum(dim=-1) - probs
-        values = values.masked_fill(before >= rows.top_p[:, None], -float("inf"))
+        values = values.masked_fill(before >= rows.top_p[:, None], NEG_INF)
+    if rows.typical_p is not None:
+        values = typical(values, rows.typical_p)
     probs = values.softmax(dim=-1)
     draws = torch.cat(
         [torch.multinomial(probs[row], 1, generator=gen) for row, gen in enumerate(rows.generators)]
     )
     chosen = probs.gather(1, draws[:, None]).squeeze(1)
-    return indices.gather(1, draws[:, None]).squeeze(1), chosen.log()
+    return indices.gather(1, draws[:, None]).squeeze(1), chosen.log(), probs, indices
+
+
+def typical(values: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+    """transformers' `TypicalLogitsWarper` per row (`mass` 1.0 leaves a row as it is): keep the tokens whose
+    information is closest to the distribution's entropy, the fewest that hold `mass` (the closest always stays)."""
+    logprobs = values.log_softmax(dim=-1)
+    entropy = -(logprobs * logprobs.exp()).nansum(dim=-1, keepdim=True)
+    distance, order = (-logprobs - entropy).abs().sort(dim=-1)
+    cumulative = values.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
+    last = (cumulative < mass[:, None]).sum(dim=1).clamp(max=values.shape[-1] - 1)
+    dropped = distance > distance.gather(1, last[:, None])
+    dropped[:, 0] = False
+    dropped = dropped.scatter(1, order, dropped) & (mass[:, None] < 1.0)
+    return values.masked_fill(dropped, NEG_INF)

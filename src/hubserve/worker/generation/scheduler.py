@@ -17,6 +17,7 @@ import torch
 from hubserve.errors import HubserveError, ModelError
 from hubserve.worker.generation.batch import Batch, Prefix, shared_prefix_length
 from hubserve.worker.generation.decoding import TextStream
+from hubserve.worker.generation.grammar import refused_tokens
 from hubserve.worker.generation.sampling import RowSampling, choose
 from hubserve.worker.generation.types import (
     FinishReason,
@@ -24,6 +25,7 @@ from hubserve.worker.generation.types import (
     GenerationResult,
     SamplingParams,
     TokenEvent,
+    TopToken,
 )
 
 log = logging.getLogger("hubserve.worker.generation")
@@ -56,6 +58,7 @@ class Request:
         self.text = TextStream(tokenizer, self.prompt_ids, params.stop)
         self.seed: int | None = None
         self.generator: torch.Generator | None = None
+        self.matcher = params.grammar.matcher() if params.grammar is not None else None
 
     def start(self, device: torch.device) -> None:
         """Called when admitted: sampling requests get their generator (a random seed unless they gave one)."""
@@ -64,15 +67,16 @@ class Request:
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(self.seed)
 
-    def accept(self, token_id: int, logprob: float, special: bool, decode: Callable[[list[int]], str]) -> TokenEvent:
+    def accept(self, token_id: int, logprob: float, special: bool, decode: Callable[[list[int]], str],
+               top_tokens: tuple[TopToken, ...] = ()) -> TokenEvent:
         """Record a generated token; the event to send (with the result when this token ends the request)."""
         self.token_ids.append(token_id)
         added = self.text.push(token_id, special)
-        # TGI's order: the length first, then the EOS token, then the stop sequences.
+        # TGI's order: the length first, then the EOS token (or a grammar complete), then the stop sequences.
         reason: FinishReason | None = None
         if len(self.token_ids) >= self.params.max_new_tokens:
             reason = "length"
-        elif token_id in self.eos_ids:
+        elif token_id in self.eos_ids or self._grammar_complete(token_id):
             reason = "eos_token"
         elif self.text.stopped(added):
             reason = "stop_sequence"
@@ -80,7 +84,16 @@ class Request:
         if reason is not None:
             self.done = True
             result = GenerationResult(decode(self.token_ids), list(self.token_ids), reason, self.seed)
-        return TokenEvent(len(self.token_ids), token_id, added, logprob, special, result)
+        return TokenEvent(len(self.token_ids), token_id, added, logprob, special, result, top_tokens)
+
+    def _grammar_complete(self, token_id: int) -> bool:
+        """Feed the token to the row's grammar: whether the answer is complete (the grammar allows nothing more but
+        EOS, so the row ends here rather than spend a forward on it)."""
+        if self.matcher is None:
+            return False
+        if not self.matcher.consume_token(token_id):  # the mask allowed it: llguidance itself failed
+            log.error("the grammar refused a token it allowed: %s", self.matcher.get_error())
+        return bool(self.matcher.is_stopped())
 
 
 @dataclass
@@ -113,6 +126,7 @@ class Scheduler:
         self.sampling: RowSampling | None = None
         self.prefix: Prefix | None = None  # the last shared prefix: later prompts that start with it reuse it
         self.chunked: ChunkedPrompt | None = None  # the long prompt being prefilled a chunk per step
+        self.token_texts: dict[int, str] = {}  # each token decoded alone, for the alternatives of `top_n_tokens`
         self.counters = {  # requests `finished` (length, EOS, stop sequence), `cancelled` or `failed` (model error)
             "steps": 0,
             "prefills": 0,
@@ -253,11 +267,19 @@ class Scheduler:
     def _advance(self, batch: Batch, requests: list[Request], logits: torch.Tensor, outbox: Outbox) -> int:
         """Choose and record every row's next token, emit the events, drop the rows that ended."""
         sampling = self.sampling if batch is self.batch and self.sampling is not None else self._sampling(requests)
-        tokens, logprobs = choose(logits, sampling, batch.token_ids, [len(r.token_ids) for r in requests])
-        batch.append(tokens)
+        refused = None
+        if sampling.constrained:
+            matchers = [matcher for row in sampling.constrained if (matcher := requests[row].matcher) is not None]
+            refused = refused_tokens(matchers, logits.shape[-1], logits.device)
+        choice = choose(logits, sampling, batch.token_ids, [len(r.token_ids) for r in requests], refused)
+        batch.append(choice.tokens)
         ended = 0
-        for request, token, logprob in zip(requests, tokens.tolist(), logprobs.tolist(), strict=True):
-            outbox.append((request, request.accept(token, logprob, token in self.special_ids, self._detokenize)))
+        for row, (request, token, logprob) in enumerate(
+            zip(requests, choice.tokens.tolist(), choice.logprobs.tolist(), strict=True)
+        ):
+            top = self._top_tokens(*choice.top[row]) if row in choice.top else ()
+            event = request.accept(token, logprob, token in self.special_ids, self._detokenize, top)
+            outbox.append((request, event))
             ended += request.done
         self.counters["tokens_generated"] += len(requests)
         if ended:
@@ -266,6 +288,17 @@ class Scheduler:
         elif batch is self.batch:
             self.sampling = sampling
         return ended
+
+    def _top_tokens(self, ids: list[int], logprobs: list[float]) -> tuple[TopToken, ...]:
+        return tuple(TopToken(token, self._token_text(token), logprob, token in self.special_ids)
+                     for token, logprob in zip(ids, logprobs, strict=True))
+
+    def _token_text(self, token: int) -> str:
+        """A token decoded alone (remembered: rows asking for alternatives decode the same few again and again)."""
+        text = self.token_texts.get(token)
+        if text is None:
+            text = self.token_texts[token] = self.tokenizer.decode([token], skip_special_tokens=False)
+        return text
 
     def _keep(self, batch: Batch, requests: list[Request], rows: list[int]) -> None:
         """Keep only `rows` of `batch` (in place, `requests` too); an emptied running batch goes away."""

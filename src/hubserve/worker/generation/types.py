@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hubserve.errors import BadRequest
 
+if TYPE_CHECKING:
+    from hubserve.worker.generation.grammar import Grammar
+
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
+# The most alternatives a token may come with (OpenAI's `top_logprobs` allows as many).
+MAX_TOP_N_TOKENS = 20
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """One request's decoding settings, with generate()'s meaning: the warpers (`temperature`, `top_k`, `top_p`)
-    only act when `do_sample`; `top_k=0` and `top_p=1.0` turn them off; `seed` makes sampling reproducible."""
+    """One request's decoding settings, with generate()'s meaning: the warpers (`temperature`, `top_k`, `top_p`,
+    `typical_p`) only act when `do_sample`; `top_k=0`, `top_p=1.0` and `typical_p=1.0` turn them off; `seed` makes
+    sampling reproducible. `frequency_penalty` and `presence_penalty` are OpenAI's, over the generated tokens;
+    `top_n_tokens` asks for each token's most likely alternatives; `grammar` constrains what may be generated."""
 
     max_new_tokens: int = 20
     min_new_tokens: int = 0
@@ -24,6 +31,11 @@ class SamplingParams:
     top_k: int = 0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    typical_p: float = 1.0
+    top_n_tokens: int = 0
+    grammar: Grammar | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
     # The tokens that end generation; None: the model's generation config's `eos_token_id`.
@@ -37,16 +49,16 @@ class SamplingParams:
             ("`top_k` must be >= 0", self.top_k < 0),
             ("`top_p` must be > 0.0 and <= 1.0", not 0.0 < self.top_p <= 1.0),
             ("`repetition_penalty` must be strictly positive", not self.repetition_penalty > 0),
+            ("`frequency_penalty` must be >= -2.0 and <= 2.0", not -2.0 <= self.frequency_penalty <= 2.0),
+            ("`presence_penalty` must be >= -2.0 and <= 2.0", not -2.0 <= self.presence_penalty <= 2.0),
+            ("`typical_p` must be > 0.0 and <= 1.0", not 0.0 < self.typical_p <= 1.0),
+            (f"`top_n_tokens` must be >= 0 and <= {MAX_TOP_N_TOKENS}", not 0 <= self.top_n_tokens <= MAX_TOP_N_TOKENS),
             ("`seed` must be an integer in [0, 2**64)", self.seed is not None and not 0 <= self.seed < 2**64),
             ("`stop` sequences must be non-empty strings", not all(isinstance(s, str) and s for s in self.stop)),
         ]
         for message, failed in problems:
             if failed:
                 raise BadRequest(message)
-
-    @property
-    def penalized(self) -> bool:
-        return self.repetition_penalty != 1.0
 
 
 @dataclass(frozen=True)
@@ -115,9 +127,20 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class TopToken:
+    """One of the most likely tokens at a step, under the distribution the generated token was chosen from."""
+
+    id: int
+    text: str  # the token decoded alone
+    logprob: float
+    special: bool
+
+
+@dataclass(frozen=True)
 class TokenEvent:
     """One generated token: `index` counts from 1, `text` is what this token adds to the decoded text (empty while
-    it ends in an incomplete UTF-8 character); the last event of a request carries its `result`."""
+    it ends in an incomplete UTF-8 character); the last event of a request carries its `result`. `top_tokens`: the
+    `top_n_tokens` most likely tokens at this step, most likely first (those with any probability)."""
 
     index: int
     id: int
@@ -125,3 +148,4 @@ class TokenEvent:
     logprob: float
     special: bool
     result: GenerationResult | None = field(default=None)
+    top_tokens: tuple[TopToken, ...] = ()

@@ -75,5 +75,6 @@ def regroup(values: Any, groups: Sequence[Sized]) -> list[Any]:
 
 
 def unused_parameters_message(names: list[str], task: str) -> str:
-    # The wording transformers uses, which huggingface_hub's InferenceClient recognises.
-    return f"The following `model_kwargs` are not used by the model: {names} (task {task} does not take them)"
+    # Never transformers' own sentence about unused `model_kwargs`: huggingface_hub takes a server that says it for
+    # one that is not TGI, and then refuses to stream from any URL for the rest of the process.
+    return f"unknown parameters for task {task}: {', '.join(names)}"

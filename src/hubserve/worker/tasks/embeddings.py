@@ -1,17 +1,30 @@
 """Embeddings: feature-extraction (a transformers pipeline), and sentence-transformers' sentence-embeddings,
-sentence-similarity and sentence-ranking (a cross-encoder), shaped as the Hugging Face inference toolkit's."""
+sentence-similarity and sentence-ranking (a cross-encoder), shaped as the Hugging Face inference toolkit's; each
+also pools texts or scores pairs for the protocol routes (see operations)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import torch
 from sentence_transformers import CrossEncoder, SentenceTransformer
+from sentence_transformers.base.modules.normalize import Normalize
 from sentence_transformers.util import cos_sim
 
 from hubserve.errors import BadRequest
-from hubserve.worker.tasks.base import LoadOptions, TaskAdapter, regroup
+from hubserve.worker.tasks.base import LoadOptions, regroup
 from hubserve.worker.tasks.loading import sentence_transformers_kwargs
+from hubserve.worker.tasks.operations import (
+    Embedder,
+    PipelineModel,
+    Pooled,
+    Scorer,
+    SentenceTransformersModel,
+    encoder_rows,
+    is_operation,
+    mean_pooled,
+)
 from hubserve.worker.tasks.parameter_types import BOOLEAN, OBJECT, POSITIVE_INTEGER, STRING, TRUNCATION
 from hubserve.worker.tasks.pipeline import PipelineAdapter, require_text, require_texts
 from hubserve.worker.tasks.truncation import cut_texts
@@ -29,8 +42,8 @@ def readable(model: SentenceTransformer | CrossEncoder, texts: Any) -> Any:
     return cut_texts(texts, model.tokenizer, tokens)
 
 
-class FeatureExtractionAdapter(PipelineAdapter):
-    """The last hidden states: `[[[float]]]` (1 x tokens x hidden) per text."""
+class FeatureExtractionAdapter(PipelineModel, Embedder, PipelineAdapter):
+    """The last hidden states: `[[[float]]]` (1 x tokens x hidden) per text; pooled, their mean."""
 
     task = "feature-extraction"
     default_max_batch_size = 32
@@ -52,13 +65,47 @@ class FeatureExtractionAdapter(PipelineAdapter):
         rows = output[0]
         return [rows[len(rows) - count:] if tokenizer.padding_side == "left" else rows[:count]]
 
+    @property
+    def dimension(self) -> int:
+        return int(self.pipe.model.config.hidden_size)
 
-class SentenceTransformerAdapter(TaskAdapter):
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.pipe.model  # type: ignore[no-any-return]
+
+    def pool(self, texts: list[str], prompt_name: str | None) -> Pooled:
+        return Pooled(*encoder_rows(self.pipe.model, self.tokenizer, texts, self.max_input_length, mean_pooled))
+
+
+class SentenceTransformerAdapter(SentenceTransformersModel, Embedder):
     """A `SentenceTransformer` bi-encoder on the options' device and dtype."""
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         super().__init__(model_dir, options)
         self.model = SentenceTransformer(str(model_dir), **sentence_transformers_kwargs(options))
+        self.prompts = {name: prompt or "" for name, prompt in self.model.prompts.items()}
+        self.default_prompt_name = self.model.default_prompt_name
+        # Pooled vectors come from the same modules but a last Normalize: a protocol route normalises when asked.
+        modules = list(self.model.children())
+        self.pooler = self.model if not isinstance(modules[-1], Normalize) else SentenceTransformer(
+            modules=modules[:-1], device=options.device, prompts=self.prompts,
+            default_prompt_name=self.default_prompt_name)
+        self.pooling = next((str(module.pooling_mode) for module in modules if hasattr(module, "pooling_mode")),
+                            "mean")
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension() or 0)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    def pool(self, texts: list[str], prompt_name: str | None) -> Pooled:
+        outputs: Any = self.pooler.encode(texts, prompt_name=prompt_name, output_value=None,
+                                          convert_to_numpy=False, show_progress_bar=False)
+        vectors = torch.stack([output["sentence_embedding"] for output in outputs]).float().cpu().numpy()
+        return Pooled(vectors, [int(output["attention_mask"].sum()) for output in outputs])
 
     def encode(self, texts: str | list[str], parameters: dict[str, Any]) -> Any:
         self.check_parameters(parameters)
@@ -79,9 +126,13 @@ class SentenceEmbeddingsAdapter(SentenceTransformerAdapter):
     parameter_types = ENCODE_PARAMETER_TYPES
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        if is_operation(inputs):
+            return super().predict(inputs, parameters)
         return {"embeddings": self.encode(require_texts(inputs), parameters).tolist()}
 
     def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        if is_operation(items[0]):
+            return super().predict_items(items, parameters)
         texts = [require_text(item) for item in items]  # single inputs: strings (lists never reach here)
         return [{"embeddings": vector.tolist()} for vector in self.encode(texts, parameters)]
 
@@ -101,6 +152,8 @@ class SentenceSimilarityAdapter(SentenceTransformerAdapter):
 
     def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
         """Every request's sentences encoded together, then each request's similarities."""
+        if is_operation(items[0]):
+            return super().predict_items(items, parameters)
         groups = [_similarity_texts(inputs) for inputs in items]
         embeddings = self.encode([text for group in groups for text in group], parameters)
         return [{"similarities": cos_sim(mine[:1], mine[1:])[0].tolist()} for mine in regroup(embeddings, groups)]
@@ -118,7 +171,7 @@ def _similarity_texts(inputs: Any) -> list[str]:
     return [source, *require_texts(sentences)]
 
 
-class SentenceRankingAdapter(TaskAdapter):
+class SentenceRankingAdapter(SentenceTransformersModel, Scorer):
     """A cross-encoder: `[[query, text], ...]` (or `{"query", "texts"}`) -> `{"scores": [float per pair]}`."""
 
     task = "sentence-ranking"
@@ -130,11 +183,17 @@ class SentenceRankingAdapter(TaskAdapter):
         super().__init__(model_dir, options)
         self.model = CrossEncoder(str(model_dir), **sentence_transformers_kwargs(options))
 
+    @property
+    def classifier(self) -> Any:
+        return self.model.model
+
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
         return self.predict_items([inputs], parameters)[0]
 
     def predict_items(self, items: list[Any], parameters: dict[str, Any]) -> list[Any]:
         """Every request's pairs scored together, then each request's scores."""
+        if is_operation(items[0]):
+            return super().predict_items(items, parameters)
         self.check_parameters(parameters)
         groups = [_ranking_pairs(inputs) for inputs in items]
         pairs = readable(self.model, [pair for group in groups for pair in group])

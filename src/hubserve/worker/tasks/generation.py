@@ -63,6 +63,9 @@ DEFAULT_MAX_NEW_TOKENS = 20
 
 def check_generation_parameters(model_config: GenerationConfig, kwargs: dict[str, Any]) -> None:
     """BadRequest when `kwargs` on top of the model's generation config are invalid (`update` validates)."""
+    typical_p = kwargs.get("typical_p")
+    if typical_p is not None and not 0.0 < typical_p <= 1.0:  # generate() would fail on it only once running
+        raise BadRequest("`typical_p` must be > 0.0 and <= 1.0")
     config = copy.deepcopy(model_config)
     try:
         config.update(**{name: value for name, value in kwargs.items() if name in GENERATION_PARAMETERS})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hubserve.errors import BadRequest
+from hubserve.worker.tasks.operations import PipelineModel, Scorer
 from hubserve.worker.tasks.parameter_types import (
     FUNCTION_TO_APPLY,
     INTEGER,
@@ -18,7 +19,7 @@ from hubserve.worker.tasks.pipeline import PipelineAdapter, require_texts
 PAIR_KEYS = frozenset({"text", "text_pair"})
 
 
-class TextClassificationAdapter(PipelineAdapter):
+class TextClassificationAdapter(PipelineModel, Scorer, PipelineAdapter):
     """`[{"label", "score"}]` for a string (top-1, or the `top_k` best), a list of them for a list."""
 
     task = "text-classification"
@@ -52,3 +53,7 @@ class TextClassificationAdapter(PipelineAdapter):
     def item_output(self, output: Any, item: Any, kwargs: dict[str, Any]) -> Any:
         # For one text the pipeline answers a list even for its top-1 label; within a list, the bare dict.
         return output if isinstance(output, list) else [output]
+
+    @property
+    def classifier(self) -> Any:
+        return self.pipe.model

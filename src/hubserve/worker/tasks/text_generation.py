@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import json
 import logging
 import os
 import threading
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateError
 from transformers import GenerationConfig, StoppingCriteriaList, set_seed
 
 from hubserve.errors import BadRequest, HubserveError
@@ -37,7 +39,9 @@ from hubserve.worker.tasks.generation import (
 from hubserve.worker.tasks.generation_pipeline import BoundedTextGenerationPipeline, UntilCancelled
 from hubserve.worker.tasks.parameter_types import (
     BOOLEAN,
+    INTEGER,
     LIST,
+    NUMBER,
     OBJECT,
     STRING,
     STRINGS,
@@ -55,11 +59,28 @@ STOP_ALIASES = ("stop", "stop_sequences", "stop_strings")
 # TGI's parameters the pipeline does not take: the adapter applies a `seed` and a `truncate` itself, and has
 # nothing to do for `details` (always sent when streaming).
 TGI_PARAMETERS = frozenset({"seed", "details", "truncate"})
+# TGI's parameters hubserve implements only at their neutral values (which clients send by default).
+NEUTRAL_ONLY: dict[str, tuple[Any, ...]] = {
+    "watermark": (None, False),
+    "best_of": (None, 1),
+    "decoder_input_details": (None, False),
+    "adapter_id": (None,),
+}
+# Settings only the engine implements, with their neutral values (which the pipeline path takes as no setting).
+ENGINE_ONLY: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (None, 0, 0.0),
+    "presence_penalty": (None, 0, 0.0),
+    "top_n_tokens": (None, 0),
+    "grammar": (None,),
+}
 # The parameters the engine serves; a request with any other goes to the pipeline (and cannot stream).
 ENGINE_PARAMETERS = frozenset(
-    {"max_new_tokens", "min_new_tokens", "min_length", "do_sample", "temperature", "top_k", "top_p",
-     "repetition_penalty", "return_full_text", "stop_sequence", *STOP_ALIASES, *TGI_PARAMETERS}
+    {"max_new_tokens", "min_new_tokens", "min_length", "do_sample", "temperature", "top_k", "top_p", "typical_p",
+     "repetition_penalty", "return_full_text", "stop_sequence", *STOP_ALIASES, *TGI_PARAMETERS, *NEUTRAL_ONLY,
+     *ENGINE_ONLY}
 )
+# The roles a chat message may have.
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 PIPELINE_PARAMETERS = frozenset(
     {
         "return_full_text",
@@ -80,12 +101,33 @@ PIPELINE_PARAMETERS = frozenset(
 
 
 def is_chat(inputs: Any) -> bool:
-    """Whether `inputs` is one conversation: a non-empty list of {"role", "content"} messages."""
-    return (
-        isinstance(inputs, list)
-        and bool(inputs)
-        and all(isinstance(message, dict) and {"role", "content"} <= set(message) for message in inputs)
-    )
+    """Whether `inputs` is one conversation: a non-empty list of messages, each with a "role"."""
+    return isinstance(inputs, list) and bool(inputs) and all(isinstance(m, dict) and "role" in m for m in inputs)
+
+
+def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation as chat templates take it: each content a string (OpenAI's text parts joined, as TGI
+    joins them; no content is empty); other keys (a tool call's, a tool's name) pass as they are."""
+    normalised = []
+    for message in messages:
+        if message["role"] not in CHAT_ROLES:
+            raise BadRequest(f"a message's role must be one of {', '.join(CHAT_ROLES)}; got {message['role']!r}")
+        normalised.append({**message, "content": message_text(message.get("content"))})
+    return normalised
+
+
+def message_text(content: Any) -> str:
+    """A message's content as a string: a string, null, or a list of {"type": "text", "text": ...} parts."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list) or not all(isinstance(part, dict) for part in content):
+        raise BadRequest("a message's content must be a string or a list of content parts")
+    kinds = sorted({str(part.get("type")) for part in content} - {"text"})
+    if kinds:
+        raise BadRequest(f"this model reads text only: content parts of type {', '.join(kinds)} are not supported")
+    if not all(isinstance(part.get("text"), str) for part in content):
+        raise BadRequest('a text content part must have a string "text"')
+    return "".join(part["text"] for part in content)
 
 
 class TextGenerationAdapter(PipelineAdapter):
@@ -97,9 +139,15 @@ class TextGenerationAdapter(PipelineAdapter):
     """
 
     task = "text-generation"
-    parameters = GENERATION_PARAMETERS | PIPELINE_PARAMETERS | frozenset(STOP_ALIASES) | TGI_PARAMETERS
+    parameters = (GENERATION_PARAMETERS | PIPELINE_PARAMETERS | frozenset(STOP_ALIASES) | TGI_PARAMETERS
+                  | frozenset(NEUTRAL_ONLY) | frozenset(ENGINE_ONLY))
     parameter_types = {
         **GENERATION_PARAMETER_TYPES,
+        **{name: optional(NUMBER) for name in ("frequency_penalty", "presence_penalty")},
+        **{name: optional(INTEGER) for name in ("top_n_tokens", "best_of")},
+        **{name: optional(BOOLEAN) for name in ("watermark", "decoder_input_details")},
+        "adapter_id": optional(STRING),
+        "grammar": optional(OBJECT),
         **{name: optional(BOOLEAN) for name in ("return_text", "return_tensors", "clean_up_tokenization_spaces",
                                                 "continue_final_message", "skip_special_tokens")},
         **{name: optional(STRING | STRINGS) for name in (*STOP_ALIASES, "stop_sequence")},
@@ -150,12 +198,21 @@ class TextGenerationAdapter(PipelineAdapter):
     def prepare(self, inputs: Any) -> Any:
         if isinstance(inputs, dict) and "messages" in inputs:
             inputs = inputs["messages"]
-        chats = [inputs] if is_chat(inputs) else inputs
-        if isinstance(chats, list) and chats and all(is_chat(chat) for chat in chats):
-            if getattr(self.pipe.tokenizer, "chat_template", None) is None:
-                raise BadRequest("this model has no chat template: send a prompt string instead of messages")
-            return inputs
+        if is_chat(inputs):
+            return self._chat(inputs)
+        if isinstance(inputs, list) and inputs and all(is_chat(chat) for chat in inputs):
+            return [self._chat(chat) for chat in inputs]
         return require_texts(inputs)
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        """The conversation as the model reads it: rendered by its chat template, the generation prompt added (or
+        the last message continued, when the assistant's)."""
+        return str(self._chat_template(self._chat(messages), tokenize=False))
+
+    def _chat(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if getattr(self.pipe.tokenizer, "chat_template", None) is None:
+            raise BadRequest("this model has no chat template: send a prompt string instead of messages")
+        return chat_messages(messages)
 
     def call_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         stops = [parameters.pop(name) for name in (*STOP_ALIASES, "stop_sequence") if name in parameters]
@@ -164,6 +221,10 @@ class TextGenerationAdapter(PipelineAdapter):
             if not all(isinstance(stop, str) and stop for stop in flat):
                 raise BadRequest("stop sequences must be non-empty strings")
             parameters["stop_sequence"] = flat
+        for name in [name for name in parameters if name in NEUTRAL_ONLY]:
+            if not _neutral(parameters.pop(name), NEUTRAL_ONLY[name]):
+                neutral = json.dumps(NEUTRAL_ONLY[name][-1])
+                raise BadRequest(f"hubserve does not implement `{name}`: leave it out, or at {neutral}")
         check_generation_parameters(self.generation_config, parameters)
         return with_length_default(self.pipe.model.generation_config, parameters)
 
@@ -182,8 +243,8 @@ class TextGenerationAdapter(PipelineAdapter):
                 return await (asyncio.to_thread(call) if self.engine is None else self.engine.run(call))
             finally:
                 cancelled.set()
-        plan = self._plan(inputs, parameters, streaming=False)
-        streams = self._open(plan)
+        plan = self.plan(inputs, parameters, streaming=False)
+        streams = self.open(plan)
         try:
             results = await asyncio.gather(*(stream.result() for stream in streams))
         finally:
@@ -204,19 +265,19 @@ class TextGenerationAdapter(PipelineAdapter):
         if not self._engine_takes(parameters):
             others = sorted(set(parameters) - ENGINE_PARAMETERS)
             raise BadRequest(f"these parameters cannot be used when streaming: {others}")
-        plan = self._plan(inputs, parameters, streaming=True)
+        plan = self.plan(inputs, parameters, streaming=True)
         if plan.listed:
             raise BadRequest("streaming takes one prompt or one conversation, not a list")
         prompt, prefix = plan.prompts[0], ""
         if plan.return_full_text:  # TGI puts the prompt before the text; a conversation's is its rendering
-            rendered = prompt.text if prompt.messages is None else self._chat_template(prompt.messages, tokenize=False)
-            prefix = str(rendered)
-        return tgi_events(self._open(plan)[0], prefix)
+            prefix = self.render_chat(prompt.messages) if prompt.messages is not None else prompt.text or ""
+        return tgi_events(self.open(plan)[0], prefix)
 
     def warmup(self) -> None:
         if self.engine is not None:
             try:
                 self.predict(self.warmup_inputs, dict(self.warmup_parameters))
+                self.engine.grammars.prepare()
                 return
             except HubserveError as exc:  # e.g. a model whose cache the engine cannot batch
                 log.warning("continuous batching is off for this model (%s); using the pipeline", exc)
@@ -233,6 +294,7 @@ class TextGenerationAdapter(PipelineAdapter):
         (the answer then goes nowhere)."""
         if cancelled is not None and cancelled.is_set():  # cancelled while waiting for the generation thread
             return None
+        parameters = self._pipeline_parameters(parameters)
         if parameters.get("seed") is not None:
             set_seed(_seed(parameters["seed"]))
         kwargs = self.pipeline_kwargs({name: value for name, value in parameters.items() if name not in TGI_PARAMETERS})
@@ -242,12 +304,27 @@ class TextGenerationAdapter(PipelineAdapter):
             kwargs["stopping_criteria"] = StoppingCriteriaList([UntilCancelled(cancelled)])
         return plain(self.pipe(self.prepare(inputs), bounds=bounds, **kwargs))
 
+    def _pipeline_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """`parameters` without the engine's own settings, which must be at their neutral values: the pipeline
+        cannot honour them (a BadRequest naming them), and must not ignore them silently."""
+        refused = sorted(n for n, v in parameters.items() if n in ENGINE_ONLY and not _neutral(v, ENGINE_ONLY[n]))
+        if refused:
+            why = ("this model runs on the transformers pipeline only" if self.engine is None else
+                   f"this request also sets {sorted(set(parameters) - ENGINE_PARAMETERS)}, which only the "
+                   "transformers pipeline implements")
+            names = ", ".join(f"`{name}`" for name in refused)
+            raise BadRequest(f"only the continuous-batching engine implements {names}, but {why}")
+        return {name: value for name, value in parameters.items() if name not in ENGINE_ONLY}
+
     def _bounds(self, config: GenerationConfig, parameters: dict[str, Any]) -> PromptBounds:
         """The request's `truncate` and its length, set by itself or defaulted by `config`, under the limits."""
         explicit = any(parameters.get(name) is not None for name in LENGTH_PARAMETERS)
         return PromptBounds(self.limits, config, parameters.get("truncate"), explicit)
 
-    def _plan(self, inputs: Any, parameters: dict[str, Any], *, streaming: bool) -> Plan:
+    def plan(self, inputs: Any, parameters: dict[str, Any], *, streaming: bool) -> Plan:
+        """The engine's request for `inputs` (a prompt, a list of prompts, a conversation or a list of them) under
+        `parameters`: everything checked (BadRequest), each prompt tokenized within the limits, a grammar compiled.
+        """
         self.check_parameters(parameters)
         prepared = self.prepare(inputs)
         kwargs = self.call_parameters(copy.deepcopy(parameters))
@@ -257,6 +334,7 @@ class TextGenerationAdapter(PipelineAdapter):
         seed = None if seed is None else _seed(seed)
         for name in TGI_PARAMETERS:
             kwargs.pop(name, None)
+        settings = self._engine_settings({name: kwargs.pop(name) for name in ENGINE_ONLY if name in kwargs})
         config = resolved_config(self.pipe, kwargs)
         unsupported = unsupported_settings(config)
         if unsupported:
@@ -268,8 +346,17 @@ class TextGenerationAdapter(PipelineAdapter):
             prompt = self._encode(item, bounds.truncate)
             kept, new_tokens = bounds.fit(len(prompt.ids))
             prompts.append(prompt)
-            params.append(sampling_params(config, new_tokens, kept, seed, stop))
+            params.append(sampling_params(config, new_tokens, kept, seed, stop, **settings))
         return Plan(prompts, params, full_text, listed)
+
+    def _engine_settings(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The engine-only settings a request gave (None for not set), as SamplingParams fields; its grammar
+        compiled."""
+        settings = {name: value for name, value in given.items() if value is not None}
+        if "grammar" in settings:
+            assert self.engine is not None
+            settings["grammar"] = self.engine.grammars.compile(settings["grammar"])
+        return settings
 
     def _encode(self, item: str | list[dict[str, Any]], truncate: int | None) -> Prompt:
         """A prompt's tokens as the pipeline makes them (no special tokens added; chats rendered by their template),
@@ -280,18 +367,22 @@ class TextGenerationAdapter(PipelineAdapter):
         return Prompt(ids, item, None) if isinstance(item, str) else Prompt(ids, None, item)
 
     def _chat_template(self, messages: list[dict[str, Any]], *, tokenize: bool) -> Any:
-        """The conversation rendered (or tokenized) to be answered, or continued when it ends with the assistant."""
+        """The (checked) conversation rendered (or tokenized) to be answered, or continued when it ends with the
+        assistant; a template that refuses it (roles out of order, say) is the caller's error."""
         ongoing = messages[-1]["role"] == "assistant"
         tokenizer: Any = self.pipe.tokenizer
-        return tokenizer.apply_chat_template(
-            messages,
-            add_generation_prompt=not ongoing,
-            continue_final_message=ongoing,
-            tokenize=tokenize,
-            return_dict=tokenize,
-        )
+        try:
+            return tokenizer.apply_chat_template(
+                messages,
+                add_generation_prompt=not ongoing,
+                continue_final_message=ongoing,
+                tokenize=tokenize,
+                return_dict=tokenize,
+            )
+        except TemplateError as exc:
+            raise BadRequest(f"the model's chat template refused these messages: {exc}") from None
 
-    def _open(self, plan: Plan) -> list[TokenStream]:
+    def open(self, plan: Plan) -> list[TokenStream]:
         """Queue every prompt of `plan`; if one is refused, those already queued are cancelled."""
         assert self.engine is not None
         most = self.engine.limits.max_concurrent_requests
@@ -307,6 +398,11 @@ class TextGenerationAdapter(PipelineAdapter):
                 stream.cancel()
             raise
         return streams
+
+
+def _neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
+    """Whether `value` is one of `neutral` (of its type: `true` is not 1)."""
+    return any(value is v or (type(value) is type(v) and value == v) for v in neutral)
 
 
 def _seed(value: Any) -> int:

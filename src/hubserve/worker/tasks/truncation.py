@@ -72,6 +72,31 @@ def trailing_ids(tokenizer: Any, text: str, tokens: int) -> list[int]:
         size *= 2
 
 
+def trailing_text(tokenizer: Any, text: str, tokens: int) -> str:
+    """The end of `text` that tokenizes to at most its last `tokens` tokens (special tokens aside), starting at a
+    word: a word cut in two would tokenize differently alone. All of it when it has no more; only a suffix of about
+    twice the kept size is tokenized, as in `trailing_ids`. A slow tokenizer (no offsets) gets the text whole."""
+    if tokens < 1:
+        return ""
+    if not getattr(tokenizer, "is_fast", False):
+        return text
+    size = tokens * CHARS_PER_TOKEN
+    while True:
+        whole = size >= len(text)
+        suffix = text if whole else text[-size:]
+        encoding = tokenizer(suffix, add_special_tokens=False, return_offsets_mapping=True)
+        offsets, words = encoding["offset_mapping"], encoding.word_ids()
+        if len(offsets) <= tokens and whole:
+            return text
+        if len(offsets) > tokens:
+            first = len(offsets) - tokens
+            while first < len(offsets) and words[first] is not None and words[first] == words[first - 1]:
+                first += 1
+            if whole or words[0] != words[min(first, len(offsets) - 1)]:
+                return suffix[offsets[first][0]:] if first < len(offsets) else ""
+        size *= 2
+
+
 def prompt_ids(tokenizer: Any, text: str, *, truncate: int | None, max_input_tokens: int | None) -> list[int]:
     """A prompt's ids (no special tokens added) as far as a generation can use them: its last `truncate` (TGI's
     `truncate`), else all of them, unless it has over `max_input_tokens`: then a BadRequest, from its first
