@@ -6,6 +6,7 @@ refused where the pipeline would run, chat content parts."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib.util
 import json
 import math
@@ -215,6 +216,21 @@ def test_json_schema_answers_parse_and_validate(lm: tuple[Any, Any], engine: Gen
         result = result_of(row)
         jsonschema.validate(json.loads(result.text), SCHEMA)
         assert result.finish_reason == "eos_token"
+
+
+def test_a_tokenizer_with_more_entries_than_the_model_predicts_still_takes_grammars(lm: tuple[Any, Any]) -> None:
+    model, tokenizer = lm
+    wider = copy.deepcopy(tokenizer)
+    wider.add_tokens(["<never-predicted>"])
+    assert len(wider) > model.get_output_embeddings().weight.shape[0]
+    running = GenerationEngine(model, wider)
+    try:
+        grammar = running.grammars.compile({"type": "json", "value": SCHEMA})
+        result = result_of(run(running, [(encode(lm, PROMPTS[0]), SamplingParams(max_new_tokens=60,
+                                                                                 grammar=grammar))])[0])
+        jsonschema.validate(json.loads(result.text), SCHEMA)
+    finally:
+        running.stop()
 
 
 def test_regex_answers_match_whole_greedy_or_sampled(lm: tuple[Any, Any], engine: GenerationEngine) -> None:

@@ -68,7 +68,7 @@ class GenerationEngine:
         eos = model.generation_config.eos_token_id
         self.eos_ids: tuple[int, ...] = tuple(eos if isinstance(eos, list) else [] if eos is None else [eos])
         # Requests' grammars are compiled on the callers' side, with the callers' tokenizer.
-        self.grammars = GrammarCompiler(tokenizer, self.scheduler.vocab_size, self.eos_ids)
+        self.grammars = GrammarCompiler(tokenizer, self.scheduler.grammar_vocab, self.eos_ids)
         self._condition = threading.Condition()
         self._arrivals: list[Request] = []
         self._calls: list[Callable[[], None]] = []

@@ -101,12 +101,20 @@ def json_schema(value: Any) -> dict[str, Any]:
     return value
 
 
-def refused_tokens(matchers: Sequence[llguidance.LLMatcher], vocab_size: int, device: torch.device) -> torch.Tensor:
-    """Which tokens each matcher refuses next: a boolean (len(matchers), vocab_size) tensor. llguidance fills the
-    rows' bitmasks of allowed tokens in one call, in parallel and outside the GIL (as
-    `llguidance.torch.fill_next_token_bitmask_par`, whose module compiles a kernel with torch.compile on import);
-    numpy inverts and unpacks the bits (bit i of word j is token 32 * j + i)."""
-    bitmask = np.empty((len(matchers), (vocab_size + 31) // 32), dtype=np.int32)
+def grammar_vocab_size(model_vocab: int, tokenizer: Any) -> int:
+    """The vocabulary llguidance works over: the model's output size, or the tokenizer's when it has more entries
+    (a tokenizer may hold tokens the model never predicts; llguidance needs every one)."""
+    return max(model_vocab, len(tokenizer))
+
+
+def refused_tokens(matchers: Sequence[llguidance.LLMatcher], grammar_vocab: int, vocab_size: int,
+                   device: torch.device) -> torch.Tensor:
+    """Which tokens each matcher refuses next: a boolean (len(matchers), vocab_size) tensor (the model's logits'
+    width, out of the `grammar_vocab` llguidance works over). llguidance fills the rows' bitmasks of allowed tokens
+    in one call, in parallel and outside the GIL (as `llguidance.torch.fill_next_token_bitmask_par`, whose module
+    compiles a kernel with torch.compile on import); numpy inverts and unpacks the bits (bit i of word j is token
+    32 * j + i)."""
+    bitmask = np.empty((len(matchers), (grammar_vocab + 31) // 32), dtype=np.int32)
     rows = [(matcher, row) for row, matcher in enumerate(matchers)]
     executor().unsafe_compute_mask_ptr(rows, bitmask.ctypes.data, bitmask.shape[1] * 4, bitmask.shape[0])
     bits = np.unpackbits(np.invert(bitmask).view(np.uint8), axis=1, bitorder="little")[:, :vocab_size]

@@ -17,7 +17,7 @@ import torch
 from hubserve.errors import HubserveError, ModelError
 from hubserve.worker.generation.batch import Batch, Prefix, shared_prefix_length
 from hubserve.worker.generation.decoding import TextStream
-from hubserve.worker.generation.grammar import refused_tokens
+from hubserve.worker.generation.grammar import grammar_vocab_size, refused_tokens
 from hubserve.worker.generation.sampling import RowSampling, choose
 from hubserve.worker.generation.types import (
     FinishReason,
@@ -120,6 +120,7 @@ class Scheduler:
         self.limits = limits
         self.special_ids = frozenset(tokenizer.all_special_ids)
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.grammar_vocab = grammar_vocab_size(self.vocab_size, tokenizer)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.batch: Batch | None = None
@@ -270,7 +271,7 @@ class Scheduler:
         refused = None
         if sampling.constrained:
             matchers = [matcher for row in sampling.constrained if (matcher := requests[row].matcher) is not None]
-            refused = refused_tokens(matchers, logits.shape[-1], logits.device)
+            refused = refused_tokens(matchers, self.grammar_vocab, logits.shape[-1], logits.device)
         choice = choose(logits, sampling, batch.token_ids, [len(r.token_ids) for r in requests], refused)
         batch.append(choice.tokens)
         ended = 0
