@@ -90,6 +90,9 @@ def test_openai_server_wide_names_the_endpoint_as_the_model(server: Server, endp
     same = sdk(endpoint).chat.completions.create(model=NAME, messages=MESSAGES, max_tokens=6, temperature=0)
     assert answer.model == NAME and answer.choices[0].message.content == same.choices[0].message.content
     assert [model.id for model in sdk(endpoint).models.list()] == [NAME]
+    # On the endpoint's own URL `model` may be left out: the answer names the endpoint, as /v1/models lists it.
+    unnamed = httpx.post(f"{endpoint}/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 2}, timeout=60)
+    assert unnamed.status_code == 200 and unnamed.json()["model"] == NAME
 
 
 def test_openai_completions(endpoint: str) -> None:
@@ -179,7 +182,7 @@ def test_huggingface_hub_chat_completion(endpoint: str) -> None:
 def test_huggingface_hub_endpoint_info(endpoint: str) -> None:
     info = InferenceClient(model=endpoint, provider="hf-inference").get_endpoint_info()
     assert info["model_pipeline_tag"] == "text-generation" and info["max_total_tokens"] == 512
-    assert info["router"] == "hubserve"
+    assert info["router"] == "hubserve" and info["model_id"].endswith("text-generation")  # the endpoint's model
 
 
 def test_async_huggingface_hub(endpoint: str) -> None:

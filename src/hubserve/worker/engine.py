@@ -20,11 +20,14 @@ from hubserve.worker.torch_threads import adopt_torch_threads
 
 
 class Engine:
-    def __init__(self, handler: TaskModel | CustomCode, engine_spec: EngineSpec, model_id: str | None = None) -> None:
+    def __init__(self, handler: TaskModel | CustomCode, engine_spec: EngineSpec, model_id: str | None = None,
+                 name: str | None = None) -> None:
         self.model: TaskModel | None = handler if isinstance(handler, TaskModel) else None
-        # What the protocols' info routes name the model: the endpoint's model (a Hub id, a path, a URL).
+        # What the protocols' info routes name the model: the endpoint's model (a Hub id, a path, a URL); and what
+        # OpenAI's answers name it when the request did not: the endpoint, as /v1/models lists it.
         adapter_dir = getattr(getattr(self.model, "adapter", None), "model_dir", None)
         self.model_id = model_id or (adapter_dir.name if adapter_dir is not None else "custom")
+        self.name = name or self.model_id
         self.custom: CustomCode | None = None if isinstance(handler, TaskModel) else handler
         self.task = self.model.task if self.model is not None else "custom"
         adapter: Any = self.model.adapter if self.model is not None else None
@@ -45,7 +48,7 @@ class Engine:
 
     @classmethod
     def load(cls, config: WorkerConfig) -> Engine:
-        return cls(load_handler(config), config.spec.engine, config.spec.model)
+        return cls(load_handler(config), config.spec.engine, config.spec.model, config.spec.name)
 
     def start(self) -> None:
         """Start background work; call from the replica's event loop."""

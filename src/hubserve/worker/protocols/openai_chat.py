@@ -84,7 +84,7 @@ class Run:
     n: int = 1
     stops: tuple[str, ...] = ()
     tools: bool = False  # the answer is a tool call (or `no_tool`'s content)
-    model: str = ""  # what answers name the model when the request does not (the endpoint's model)
+    model: str = ""  # what answers name the model when the request does not (the endpoint)
     id: str = field(default_factory=lambda: secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -161,7 +161,7 @@ def planned(engine: Engine, body: dict[str, Any], inputs: list[Any], parameters:
                          f"for {len(inputs) * n}")
     repeated = [item for item in inputs for _ in range(n)]
     plan = adapter.plan(repeated, sampling(body, max_tokens) | parameters, streaming=bool(body.get("stream")))
-    planned_run = Run(adapter, plan, body, n=n, stops=stops_of(body), model=engine.model_id, **run)
+    planned_run = Run(adapter, plan, body, n=n, stops=stops_of(body), model=engine.name, **run)
     return tuned(planned_run, max_tokens is not None)
 
 

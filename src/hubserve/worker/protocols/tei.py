@@ -255,7 +255,7 @@ async def embeddings(engine: Engine, request: InvocationRequest) -> InvocationRe
     texts = texts_of(adapter, body["input"], "input")
     shape = Vectors(adapter, True, body.get("dimensions"))
     as_base64 = body.get("encoding_format") == "base64"
-    model = body.get("model") or engine.model_id
+    model = body.get("model") or engine.name
 
     def answer(pooled: Pooled) -> InvocationResult:
         data = [{"object": "embedding", "index": index,
