@@ -59,6 +59,8 @@ def test_auth_errors_keep_their_status_in_every_shape() -> None:
         assert rendered(render_tgi_error, exc)[0] == exc.status
         assert rendered(render_tei_error, exc)[0] == exc.status
         assert rendered(render_openai_error, exc)[0] == exc.status
+        assert rendered(render_tgi_error, exc)[1] == {"error": exc.message}  # TGI has no type for these
+    assert rendered(render_tgi_error, NoReadyReplica("starting")) == (503, {"error": "starting"})
     assert rendered(render_tei_error, NotFound("x"))[1]["error_type"] == "NotFound"
     assert rendered(render_tei_error, NoReadyReplica("starting"))[1]["error_type"] == "Unhealthy"
 

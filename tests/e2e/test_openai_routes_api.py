@@ -117,7 +117,7 @@ def test_tgi_and_tei_routes_answer_errors_in_their_shapes(endpoints: dict[str, s
     unknown = httpx.post(endpoints[EMBED].replace(EMBED, "no-such-endpoint") + "/embed", json={"inputs": "x"})
     assert unknown.status_code == 404 and unknown.json()["error_type"] == "NotFound"
     not_served = httpx.post(f"{endpoints[EMBED]}/generate", json={"inputs": "x"})
-    assert not_served.status_code == 404 and set(not_served.json()) == {"error", "error_type"}
+    assert not_served.status_code == 404 and set(not_served.json()) == {"error"}  # TGI has no type for a 404
     bad = httpx.post(f"{endpoints[EMBED]}/embed", json={"inputs": {"not": "text"}})
     assert bad.status_code == 422 and bad.json()["error_type"] == "Validation"
 
@@ -192,6 +192,15 @@ def test_a_bad_generation_parameter_is_huggingface_hubs_validation_error(endpoin
     stream = httpx.post(f"{endpoints[GEN]}/generate_stream", json={"inputs": "x", "parameters": {"watermark": True}},
                         headers={"authorization": f"Bearer {tokens['gen']}"})
     assert stream.status_code == 422 and stream.json()["error_type"] == "validation"
+
+
+def test_a_missing_token_is_huggingface_hubs_http_error_naming_the_401(endpoints: dict[str, str]) -> None:
+    from huggingface_hub import InferenceClient
+    from huggingface_hub.errors import HfHubHTTPError, TextGenerationError
+
+    with InferenceClient(model=endpoints[GEN]) as client, pytest.raises(HfHubHTTPError) as raised:
+        client.text_generation("the day is", max_new_tokens=3)  # not TGI's UnknownError, which hides the status
+    assert not isinstance(raised.value, TextGenerationError) and raised.value.response.status_code == 401
 
 
 def test_a_full_replica_is_a_429_in_each_protocol(sdk: Sdk, server: Server, endpoints: dict[str, str],

@@ -22,10 +22,11 @@ MAX_RETRY_AFTER_S = 120
 
 
 class ErrorBody(BaseModel):
-    """What every route but SageMaker's and OpenAI's answers an error with (TGI and TEI use it too)."""
+    """What every route but SageMaker's and OpenAI's answers an error with (TGI and TEI use it too). TGI's routes
+    leave `error_type` out where TGI has no type of its own (401, 403, 404, 503, ...)."""
 
     error: str
-    error_type: str
+    error_type: str | None = None
 
 
 def retry_headers(exc: HubserveError) -> dict[str, str]:

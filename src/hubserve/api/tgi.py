@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from hubserve.api.common import error_route
 from hubserve.api.contract import JSON_ANSWER, SSE_ANSWER, invocation_docs, json_body
-from hubserve.api.errors import flat_error, renderer
+from hubserve.api.errors import flat_error, printable, renderer
 from hubserve.api.operations import EventStream, Operation, always
 from hubserve.errors import HubserveError
 from hubserve.invocation import Route
@@ -22,7 +22,12 @@ GENERATE_BODY = json_body({"inputs": {"type": "string"}, "parameters": {"type": 
 
 
 def tgi_error(exc: HubserveError) -> tuple[int, dict[str, Any]]:
-    status, error_type = TGI_ERRORS.get(exc.status, (exc.status, exc.kind))
+    """TGI's status and type for the errors TGI has; the others (a missing token, no ready replica) keep their
+    status with no `error_type`: huggingface_hub picks its exception by the type, and for one it does not know
+    raises an UnknownError that hides the status, where a bare body gets its HTTP error naming it (401, 503)."""
+    if exc.status not in TGI_ERRORS:
+        return exc.status, {"error": printable(exc.message)}
+    status, error_type = TGI_ERRORS[exc.status]
     return status, flat_error(exc, error_type)
 
 
