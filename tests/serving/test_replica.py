@@ -1,5 +1,6 @@
 """A replica whose worker dies under requests: they fail as `ReplicaLost` (a 503 to retry, not the caller's
-fault), streamed ones before their first event too, and it takes no request after."""
+fault), streamed ones before their first event too, and it takes no request after. A worker that does not answer
+in time is a 504, streamed or not."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hubserve.channel import Channel
-from hubserve.errors import ReplicaLost
+from hubserve.errors import InvocationTimeout, ReplicaLost
 from hubserve.invocation import InvocationRequest
 from hubserve.serving.context import ServingContext
 from hubserve.serving.hub import WorkerHub
@@ -46,5 +47,23 @@ def test_requests_in_flight_fail_as_replica_lost_when_the_worker_dies(tmp_path: 
             await call
         assert (lost.value.status, lost.value.retry_after) == (503, 1)
         assert not replica.ready and replica.in_flight == 0
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_unanswered_within_the_timeout_is_a_504(tmp_path: Path, stream: bool) -> None:
+    async def main() -> None:
+        replica, worker = await ready_replica(tmp_path)
+        request = InvocationRequest(body=b"{}", stream=stream)
+        with pytest.raises(InvocationTimeout):
+            await (replica.stream(request, 0.05) if stream else replica.invoke(request, 0.05))
+        header, _ = await worker.receive()
+        assert header["op"] == "invoke"
+        assert (await worker.receive())[0]["op"] == "cancel"  # the worker drops what no one waits for
+        assert replica.ready and replica.in_flight == 0
+        worker.close()
+        while replica.ready:  # the replica closes its end once it sees the worker's gone
+            await asyncio.sleep(0.01)
 
     asyncio.run(main())

@@ -194,8 +194,7 @@ class Replica:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             await self._cancel(request_id)
-            raise InvocationTimeout(
-                f"the model did not answer within the endpoint's timeout of {timeout:g} s") from None
+            raise _timed_out(timeout) from None
         except asyncio.CancelledError:
             await self._cancel(request_id)
             raise
@@ -218,6 +217,9 @@ class Replica:
         except ChannelClosed as exc:
             await self._end_stream(request_id, cancel=False)
             raise _replica_lost() from exc
+        except TimeoutError:
+            await self._end_stream(request_id, cancel=True)
+            raise _timed_out(timeout) from None
         except BaseException:
             await self._end_stream(request_id, cancel=True)
             raise
@@ -291,3 +293,7 @@ class Replica:
 def _replica_lost() -> ReplicaLost:
     # One per request: an exception raised in several tasks would collect all their tracebacks.
     return ReplicaLost("the replica's worker process died during the request; retry it", retry_after=1)
+
+
+def _timed_out(timeout: float) -> InvocationTimeout:
+    return InvocationTimeout(f"the model did not answer within the endpoint's timeout of {timeout:g} s")
