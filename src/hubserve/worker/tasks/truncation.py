@@ -4,6 +4,7 @@ long (`prompt_ids`). A 6 MB text then costs what its first (or last) few hundred
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from hubserve.errors import BadRequest
@@ -34,14 +35,9 @@ def leading_text(tokenizer: Any, text: str, tokens: int) -> str:
     size is ever tokenized: it grows (doubling) from a guess until its tokens past the first `tokens` include the
     start of another word, since the cut may have split its last word (and a word's tokens depend on all of it).
     A slow tokenizer (no offsets) gets the text whole."""
-    if tokens < 1:
-        return ""
-    if not getattr(tokenizer, "is_fast", False):
-        return text
-    size = tokens * CHARS_PER_TOKEN
-    while True:
-        whole = size >= len(text)
-        encoding = tokenizer(text[:size], add_special_tokens=False, return_offsets_mapping=True)
+    if tokens < 1 or not getattr(tokenizer, "is_fast", False):
+        return "" if tokens < 1 else text
+    for whole, _, encoding in windows(tokenizer, text, tokens, from_end=False):
         offsets = encoding["offset_mapping"]
         if len(offsets) <= tokens and whole:
             return text
@@ -51,7 +47,7 @@ def leading_text(tokenizer: Any, text: str, tokens: int) -> str:
                 (start, end), after = offsets[tokens - 1], offsets[tokens][0]
                 # A byte-level BPE may split a character into several tokens: never keep part of one.
                 return text[: after if start <= after < end else end]
-        size *= 2
+    raise AssertionError("the last window is the whole text")  # pragma: no cover
 
 
 def trailing_ids(tokenizer: Any, text: str, tokens: int) -> list[int]:
@@ -76,15 +72,9 @@ def trailing_text(tokenizer: Any, text: str, tokens: int) -> str:
     """The end of `text` that tokenizes to at most its last `tokens` tokens (special tokens aside), starting at a
     word: a word cut in two would tokenize differently alone. All of it when it has no more; only a suffix of about
     twice the kept size is tokenized, as in `trailing_ids`. A slow tokenizer (no offsets) gets the text whole."""
-    if tokens < 1:
-        return ""
-    if not getattr(tokenizer, "is_fast", False):
-        return text
-    size = tokens * CHARS_PER_TOKEN
-    while True:
-        whole = size >= len(text)
-        suffix = text if whole else text[-size:]
-        encoding = tokenizer(suffix, add_special_tokens=False, return_offsets_mapping=True)
+    if tokens < 1 or not getattr(tokenizer, "is_fast", False):
+        return "" if tokens < 1 else text
+    for whole, suffix, encoding in windows(tokenizer, text, tokens, from_end=True):
         offsets, words = encoding["offset_mapping"], encoding.word_ids()
         if len(offsets) <= tokens and whole:
             return text
@@ -94,6 +84,19 @@ def trailing_text(tokenizer: Any, text: str, tokens: int) -> str:
                 first += 1
             if whole or words[0] != words[min(first, len(offsets) - 1)]:
                 return suffix[offsets[first][0]:] if first < len(offsets) else ""
+    raise AssertionError("the last window is the whole text")  # pragma: no cover
+
+
+def windows(tokenizer: Any, text: str, tokens: int, *, from_end: bool) -> Iterator[tuple[bool, str, Any]]:
+    """Ever larger pieces of `text` from its start (or end), from a guess of `tokens` tokens' length, doubling, each
+    with its encoding (offsets included) and whether it is the whole text, which comes last."""
+    size = tokens * CHARS_PER_TOKEN
+    while True:
+        whole = size >= len(text)
+        piece = text if whole else (text[-size:] if from_end else text[:size])
+        yield whole, piece, tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True)
+        if whole:
+            return
         size *= 2
 
 
