@@ -59,3 +59,22 @@ def test_quick_soak(tmp_path: Path) -> None:
     assert set(rows["requests answered as expected"]["details"]["expected_by_kind"]) >= {"embed", "generate",
                                                                                          "depth bomb", "wrong type"}
     assert isinstance(rows["RSS growth (server + replicas)"]["value"], float)
+
+
+def test_quick_sagemaker_stream(tmp_path: Path) -> None:
+    """The SageMaker streaming suite end to end: both routes measured in alternating rounds, the response stream
+    judged against `POST /endpoints/{name}`, and its first tokens arriving before the generations end."""
+    out = tmp_path / "sagemaker.json"
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--suite", "sagemaker_stream", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {(row["config"], row["metric"]): row for row in json.loads(out.read_text())["rows"]}
+    post = 'POST /endpoints/{name} "stream": true (httpx), 16 streams'
+    stream = "InvokeEndpointWithResponseStream (boto3), 16 streams"
+    metrics = {"aggregate throughput", "TTFT p50", "TTFT / time to last token, p50"}
+    assert set(rows) == {(config, metric) for config in (post, stream) for metric in metrics}
+    assert all(isinstance(row["value"], float) and row["value"] > 0 for row in rows.values()), rows
+    throughput = rows[stream, "aggregate throughput"]
+    assert throughput["baseline"] == f"{post} / aggregate throughput" and throughput["target"] == ">= 0.9x"
+    assert len(throughput["details"]["samples"]) == len(throughput["details"]["ratios_by_round"]) == 3
+    assert rows[stream, "TTFT / time to last token, p50"]["met"] is True

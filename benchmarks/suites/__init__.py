@@ -6,12 +6,13 @@ from collections.abc import Callable
 
 from benchmarks.context import Context
 from benchmarks.report import Row
-from benchmarks.suites import clients, coldstart, embeddings, generation, soak
+from benchmarks.suites import clients, coldstart, embeddings, generation, sagemaker_stream, soak
 
 SUITES: dict[str, Callable[[Context], list[Row]]] = {
     "embeddings": embeddings.run,
     "generation": generation.run,
     "clients": clients.run,
+    "sagemaker_stream": sagemaker_stream.run,
     "coldstart": coldstart.run,
     "soak": soak.run,
 }

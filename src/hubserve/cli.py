@@ -132,7 +132,12 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> None:
 
 def cmd_token(args: argparse.Namespace, client: Client) -> None:
     if args.token_command == "create":
-        _print(client.create_token(args.token_name, args.endpoint or None))
+        created = client.create_token(args.token_name, args.endpoint or None, aws=args.aws, admin=args.admin)
+        if args.aws:  # ready for `export $(hubserve token create NAME --aws)` or a .env file
+            print(f"AWS_ACCESS_KEY_ID={created['access_key_id']}")
+            print(f"AWS_SECRET_ACCESS_KEY={created['secret_access_key']}")
+        else:
+            _print(created)
     elif args.token_command == "list":
         _print(client.list_tokens())
     else:
@@ -191,13 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--follow", "-f", action="store_true")
     logs.add_argument("--tail", type=int, default=200)
 
-    token = commands.add_parser("token", help="manage access tokens")
+    token = commands.add_parser("token", help="manage access tokens and AWS keys")
     token_commands = token.add_subparsers(dest="token_command", required=True)
-    create = token_commands.add_parser("create")
+    create = token_commands.add_parser("create", help="a bearer token, or an AWS key pair (shown once)")
     create.add_argument("token_name")
     create.add_argument("--endpoint", action="append", help="limit the token to this endpoint (repeatable)")
+    create.add_argument("--aws", action="store_true",
+                        help="an AWS access key for SigV4 clients (boto3, the AWS CLI, the sagemaker SDK), printed "
+                             "as AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=... lines")
+    create.add_argument("--admin", action="store_true", help="control-plane rights (and so every endpoint)")
     token_commands.add_parser("list")
-    token_commands.add_parser("revoke").add_argument("token_id")
+    token_commands.add_parser("revoke", help="revoke a token or an AWS key (by id)").add_argument("token_id")
     return parser
 
 

@@ -112,8 +112,12 @@ class Client:
             yield from response.iter_text()
 
     # tokens
-    def create_token(self, name: str, endpoints: list[str] | None = None) -> dict[str, Any]:
-        return dict(self._call("POST", "/api/v1/tokens", json={"name": name, "endpoints": endpoints}))
+    def create_token(self, name: str, endpoints: list[str] | None = None, *, aws: bool = False,
+                     admin: bool = False) -> dict[str, Any]:
+        """A bearer token (`token`), or with `aws` an AWS key pair (`access_key_id`, `secret_access_key`) for
+        SigV4 clients; `admin` gives control-plane rights. The secret is in this answer only."""
+        return dict(self._call("POST", "/api/v1/tokens",
+                               json={"name": name, "endpoints": endpoints, "aws": aws, "admin": admin}))
 
     def list_tokens(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/v1/tokens"))

@@ -102,6 +102,18 @@ class InvocationTimeout(HubserveError):
     kind = "timeout"
 
 
+class AwsError(HubserveError):
+    """An error AWS names with a code of its own (SigV4 refusals, control-plane exceptions): the SageMaker front
+    doors send `code` as `x-amzn-ErrorType` (JSON 1.1 as `__type`), which botocore makes its ClientError's code."""
+
+    kind = "aws_error"
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
 ERRORS_BY_KIND: dict[str, type[HubserveError]] = {
     cls.kind: cls
     for cls in (

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import orjson
+
 
 class Route(StrEnum):
     """Which protocol operation a call is: every front door's route becomes one of these for the replica."""
@@ -22,6 +24,8 @@ class Route(StrEnum):
     SIMILARITY = "similarity"  # TEI
     RERANK = "rerank"  # TEI
     PREDICT = "predict"  # TEI
+    # SageMaker's InvokeEndpointWithResponseStream: the replica decides what streams (a StreamHead, then chunks)
+    RESPONSE_STREAM = "response_stream"
 
 
 @dataclass
@@ -60,3 +64,18 @@ class InvocationRequest:
 class InvocationResult:
     body: bytes
     content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class StreamHead:
+    """The first event of a RESPONSE_STREAM answer, sent with the first chunk (so that errors before any chunk are
+    still HTTP errors): the media type of the raw chunks that follow it."""
+
+    content_type: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"content_type": self.content_type})
+
+    @classmethod
+    def decode(cls, event: bytes) -> StreamHead:
+        return cls(str(orjson.loads(event)["content_type"]))

@@ -27,6 +27,8 @@ NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
 DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 # A body travels to a replica in one channel frame, which holds at most 1 GiB.
 MAX_PAYLOAD_BYTES = 1 << 30
+# The shortest invocation timeout: a millisecond (a 5e-324 s timeout would fail every call).
+MIN_TIMEOUT_S = 0.001
 DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRUE_WORDS = {"1", "true", "t", "yes", "y", "on"}
@@ -141,6 +143,29 @@ class EngineSpec(BaseModel):
                 "max_input_tokens": self.max_input_tokens, "max_total_tokens": self.max_total_tokens}
 
 
+class AsyncInferenceSpec(BaseModel):
+    """Asynchronous inference (SageMaker's AsyncInferenceConfig): requests queue durably, read their input from
+    a URL and write their answer to `{output_path}/{id}.out`, or their failure to `{failure_path}/{id}-error.out`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    # s3://, file:// or any fsspec URL, or a local folder.
+    output_path: Text = Field(min_length=1)
+    # Where failures go; unset: the output path.
+    failure_path: Text | None = Field(default=None, min_length=1)
+    # Requests one replica runs at once (SageMaker's MaxConcurrentInvocationsPerInstance).
+    max_concurrency: int = Field(default=4, ge=1, le=1000)
+    # POSTed a JSON notice when a request succeeds / fails (SageMaker's SNS topics).
+    success_webhook: Text | None = None
+    error_webhook: Text | None = None
+
+    _whole_numbers = field_validator("max_concurrency", mode="before")(_whole_number)
+
+    @property
+    def failures(self) -> str:
+        return self.failure_path or self.output_path
+
+
 class SpecFields(BaseModel):
     """Fields shared by a full spec and an update; None in an update means unchanged."""
 
@@ -156,10 +181,11 @@ class SpecFields(BaseModel):
     dtype: Dtype | None = None
     replicas: int | None = Field(default=None, ge=1, le=64)
     max_payload_bytes: int | None = Field(default=None, ge=1, le=MAX_PAYLOAD_BYTES)
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, ge=MIN_TIMEOUT_S)
     security: Literal["public", "protected"] | None = None
     trust_remote_code: bool | None = None
     engine: EngineSpec | None = None
+    async_inference: AsyncInferenceSpec | None = None
 
     _whole_numbers = field_validator("replicas", "max_payload_bytes", mode="before")(_whole_number)
 
@@ -202,7 +228,7 @@ class EndpointSpec(SpecFields):
     dtype: Dtype = "auto"
     replicas: int = Field(default=1, ge=1, le=64)
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=MAX_PAYLOAD_BYTES)
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=60.0, ge=MIN_TIMEOUT_S)
     security: Literal["public", "protected"] = "public"
     trust_remote_code: bool = False
     engine: EngineSpec = Field(default_factory=EngineSpec)

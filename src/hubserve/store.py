@@ -1,16 +1,21 @@
 """Persistence: endpoint specs and states, access tokens and server secrets, in one SQLite file.
 
 Secrets in an endpoint's env are kept apart from its spec, encrypted with a key that lives in a file beside the
-database (`hubserve.key` for `hubserve.db`, mode 0600): a copy of the database alone does not reveal them.
+database (`hubserve.key` for `hubserve.db`, mode 0600): a copy of the database alone does not reveal them. The
+secrets of the AWS keys hubserve issues are derived from that key too, and never stored.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import BaseModel
@@ -30,7 +35,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     name TEXT NOT NULL,
     digest TEXT NOT NULL,
     endpoints TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'bearer',
+    admin INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS secrets (
     key TEXT PRIMARY KEY,
@@ -39,23 +46,32 @@ CREATE TABLE IF NOT EXISTS secrets (
 """
 
 
+TokenKind = Literal["bearer", "aws"]
+# The token table's columns added since its first version, and their definitions.
+TOKEN_COLUMNS = {"kind": "TEXT NOT NULL DEFAULT 'bearer'", "admin": "INTEGER NOT NULL DEFAULT 0"}
+
+
 class TokenRecord(BaseModel):
-    """A stored access token: never the token itself, only its digest."""
+    """A stored credential: a bearer token (only its digest is kept) or an AWS access key (its id is `id`; its
+    secret is derived from the key file, so `digest` is empty)."""
 
     id: str
     name: str
     digest: str
     endpoints: list[str] | None = None  # None: every endpoint
     created_at: float
+    kind: TokenKind = "bearer"
+    admin: bool = False  # the control plane, and so every endpoint
 
     def allows(self, endpoint: str) -> bool:
-        return self.endpoints is None or endpoint in self.endpoints
+        return self.admin or self.endpoints is None or endpoint in self.endpoints
 
 
 class Store:
     def __init__(self, path: Path) -> None:
         self._key_file = path.with_suffix(".key")
-        self._fernet = Fernet(_key(self._key_file))
+        self._key = _key(self._key_file)
+        self._fernet = Fernet(self._key)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # Deleted and overwritten rows are zeroed, not left readable in free pages (a spec saved in clear text
@@ -65,10 +81,37 @@ class Store:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(endpoints)")}
         if "sealed_env" not in columns:  # a database from before secrets were sealed
             self._db.execute("ALTER TABLE endpoints ADD COLUMN sealed_env TEXT")
+        token_columns = {row[1] for row in self._db.execute("PRAGMA table_info(tokens)")}
+        for column, definition in TOKEN_COLUMNS.items():  # a database from before AWS keys and admin tokens
+            if column not in token_columns:
+                self._db.execute(f"ALTER TABLE tokens ADD COLUMN {column} {definition}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._db.close()
+
+    # tables of other modules (the SageMaker control plane's records, the async queue)
+    def ensure_schema(self, script: str) -> None:
+        """Create the tables `script` declares (with IF NOT EXISTS), once per process that uses them."""
+        with self._lock:
+            self._db.executescript(script)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement under the store's lock; its rows (none for a write)."""
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run writes all or none."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    self._db.execute(sql, tuple(params))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     # endpoints
     def save_endpoint(self, spec: EndpointSpec, status: EndpointStatus) -> None:
@@ -113,22 +156,39 @@ class Store:
         endpoints = None if record.endpoints is None else json.dumps(record.endpoints)
         with self._lock:
             self._db.execute(
-                "INSERT INTO tokens(id, name, digest, endpoints, created_at) VALUES (?, ?, ?, ?, ?)",
-                (record.id, record.name, record.digest, endpoints, record.created_at),
+                "INSERT INTO tokens(id, name, digest, endpoints, created_at, kind, admin) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (record.id, record.name, record.digest, endpoints, record.created_at, record.kind, record.admin),
             )
 
     def load_tokens(self) -> list[TokenRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, digest, endpoints, created_at FROM tokens ORDER BY created_at"
+                "SELECT id, name, digest, endpoints, created_at, kind, admin FROM tokens ORDER BY created_at"
             ).fetchall()
         return [
             TokenRecord(
                 id=r[0], name=r[1], digest=r[2], endpoints=None if r[3] is None else json.loads(r[3]),
-                created_at=r[4],
+                created_at=r[4], kind=r[5], admin=bool(r[6]),
             )
             for r in rows
         ]
+
+    def seal(self, text: str) -> str:
+        """`text` encrypted with the store's key, for secrets kept in a table (here or in another module's)."""
+        return self._fernet.encrypt(text.encode()).decode()
+
+    def unseal(self, sealed: str) -> str:
+        """What `seal` encrypted; a clear error when the key file is not the one it was sealed with."""
+        try:
+            return self._fernet.decrypt(sealed).decode()
+        except InvalidToken:
+            raise RuntimeError(
+                f"a secret in the database cannot be decrypted with {self._key_file}: that file is not the key it "
+                "was sealed with (restore it)") from None
+
+    def derive_secret(self, purpose: str) -> bytes:
+        """HMAC-SHA256 of `purpose` under the key file's key: a secret that needs no storage, gone with the key."""
+        return hmac.new(self._key, b"hubserve derived secret\0" + purpose.encode(), hashlib.sha256).digest()
 
     def delete_token(self, token_id: str) -> bool:
         with self._lock:

@@ -31,7 +31,13 @@ def test_no_route_claims_fastapis_422(document: dict[str, Any]) -> None:
     } | {"GET /endpoints/{name}/info"}
 
 
+# SageMaker's control plane (JSON 1.1) at the server's root.
+CONTROL_PLANE = "POST /"
+
+
 def expected_error_bodies(label: str) -> set[str]:
+    if label == CONTROL_PLANE:
+        return {"ControlError"}
     if "invocations" in label:
         return {"SageMakerError", "SageMakerModelError"}
     return {"OpenAIError"} if "/v1/" in label and "/api/v1/" not in label else {"ErrorBody"}
@@ -41,7 +47,9 @@ def test_errors_are_json_in_each_front_doors_format(document: dict[str, Any]) ->
     for label, op in operations(document):
         for status, response in op["responses"].items():
             if int(status) >= 400:
-                schema = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+                media = "application/x-amz-json-1.1" if label == CONTROL_PLANE else "application/json"
+                schema = response["content"][media]["schema"]
+                schema = schema.get("title") or schema["$ref"].rsplit("/", 1)[1]
                 assert schema in expected_error_bodies(label), (label, status)
 
 
@@ -49,8 +57,11 @@ def test_control_routes_need_the_token_and_invocations_may(document: dict[str, A
     for label, op in operations(document):
         if "/api/v1/" in label:
             assert op["security"] == [{"bearer": []}] and {"401", "403"} <= set(op["responses"]), label
+    # SageMaker's control plane takes the admin token too (or an admin AWS key).
+    control = document["paths"]["/"]["post"]
+    assert control["security"] == [{"bearer": []}] and {"401", "403"} <= set(control["responses"])
     for label, op in operations(document):
-        if "/api/v1/" not in label and label not in ("GET /ping", "GET /v1/models"):
+        if "/api/v1/" not in label and label not in ("GET /ping", "GET /v1/models", CONTROL_PLANE):
             assert op["security"] == [{}, {"bearer": []}] and {"401", "403"} <= set(op["responses"]), label
 
 

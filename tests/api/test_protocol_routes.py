@@ -19,6 +19,8 @@ from hubserve.api.errors import render_error
 from hubserve.api.fast_lane import FastLane
 from hubserve.api.openai import OPENAI_EVENTS, ModelNotFound, render_openai_error
 from hubserve.api.operations import wants_stream
+from hubserve.api.sagemaker import render_sagemaker_error
+from hubserve.api.sagemaker_control import render_control_error
 from hubserve.api.tei import render_tei_error
 from hubserve.api.tgi import TGI_EVENTS, render_tgi_error
 from hubserve.errors import (
@@ -143,13 +145,17 @@ def lane_for(app: FastLane, path: str) -> Any:
 def test_every_invocation_route_takes_the_lane_with_its_error_format(app: FastLane) -> None:
     posts = [path for path, ops in app.app.openapi()["paths"].items() if "post" in ops]
     invocations = [path for path in posts if not path.startswith("/api/")]
-    assert len(invocations) == 16
+    # Among them SageMaker's response stream, async invocations and control plane (POST /).
+    assert len(invocations) == 19
     for path in invocations:
         assert lane_for(app, path.replace("{name}", "my-model")) is not None, path
     assert lane_for(app, "/endpoints/m/generate").render is render_tgi_error
     assert lane_for(app, "/endpoints/m/embed").render is render_tei_error
     assert lane_for(app, "/endpoints/m/v1/embeddings").render is render_openai_error
     assert lane_for(app, "/v1/chat/completions").render is render_openai_error
+    for sagemaker_path in ("/endpoints/m/invocations-response-stream", "/endpoints/m/async-invocations"):
+        assert lane_for(app, sagemaker_path).render is render_sagemaker_error
+    assert lane_for(app, "/").render is render_control_error
     for other in ("/endpoints/m/logs", "/endpoints/m/v1/models", "/v1/models", "/api/v1/endpoints", "/v1"):
         assert lane_for(app, other) is None, other
 

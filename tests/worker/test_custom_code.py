@@ -16,6 +16,7 @@ from PIL import Image
 from hubserve.errors import BadRequest, ModelError
 from hubserve.invocation import InvocationRequest, InvocationResult
 from hubserve.worker.custom_code import CustomCodeHandler, load_custom_code
+from hubserve.worker.handlers import ChunkStream
 
 
 class DefaultModel:
@@ -296,3 +297,115 @@ def test_helper_modules_from_code_and_extra_sys_path_import(model_dir: Path, tmp
     result = invoke(load(model_dir, extra_sys_path=[packages]), b"abc", content_type="text/csv")
     assert result.body == b"helper:ABC"
     assert sys.path[:2] == [str(model_dir / "code"), str(packages)]
+
+
+GENERATING_SCRIPT = """
+made = []
+closed = []
+
+
+def predict_fn(data, model):
+    def chunks():
+        try:
+            for chunk in ["text ", b"\\x00bytes", {"n": 1}, [2]]:
+                made.append(chunk)
+                yield chunk
+            if data["inputs"].get("fail"):
+                raise ValueError("broke mid-stream")
+        finally:
+            closed.append(True)
+    return chunks()
+"""
+
+
+def opened(handler: CustomCodeHandler, body: bytes, **kwargs: Any) -> ChunkStream:
+    answer = handler.open(InvocationRequest(body=body, **kwargs))
+    assert isinstance(answer, ChunkStream)
+    return answer
+
+
+def script_list(handler: CustomCodeHandler, name: str) -> list[Any]:
+    module = sys.modules[handler._predict.fn.__module__]  # type: ignore[attr-defined]
+    found: list[Any] = getattr(module, name)
+    return found
+
+
+def test_a_generator_is_streamed_chunk_by_chunk(model_dir: Path) -> None:
+    write(model_dir / "code" / "inference.py", GENERATING_SCRIPT)
+    handler = load(model_dir)
+    answer = opened(handler, b"{}", accept="text/plain")
+    assert answer.content_type == "text/plain"
+    assert script_list(handler, "made") == []  # nothing runs before the first chunk is asked for
+    assert next(answer.chunks) == b"text "
+    assert script_list(handler, "made") == ["text "]
+    # Bytes as they are, text as UTF-8, other values as JSON lines.
+    assert list(answer.chunks) == [b"\x00bytes", b'{"n":1}\n', b"[2]\n"]
+    assert script_list(handler, "closed") == [True]
+
+
+def test_invoke_joins_a_generators_chunks(model_dir: Path) -> None:
+    write(model_dir / "code" / "inference.py", GENERATING_SCRIPT)
+    result = invoke(load(model_dir), b"{}")
+    assert (result.body, result.content_type) == (b'text \x00bytes{"n":1}\n[2]\n', "application/json")
+
+
+def test_closing_a_stream_closes_the_users_generator(model_dir: Path) -> None:
+    write(model_dir / "code" / "inference.py", GENERATING_SCRIPT)
+    handler = load(model_dir)
+    answer = opened(handler, b"{}")
+    next(answer.chunks)
+    answer.chunks.close()
+    assert script_list(handler, "closed") == [True]
+    assert script_list(handler, "made") == ["text "]
+
+
+def test_a_generator_raising_mid_stream_is_a_model_error(model_dir: Path) -> None:
+    write(model_dir / "code" / "inference.py", GENERATING_SCRIPT)
+    handler = load(model_dir)
+    chunks = opened(handler, b'{"fail": true}').chunks
+    assert len([next(chunks) for _ in range(4)]) == 4
+    with pytest.raises(ModelError, match="^broke mid-stream$"):
+        next(chunks)
+    with pytest.raises(ModelError, match="^broke mid-stream$"):
+        invoke(handler, b'{"fail": true}')
+
+
+def test_output_fn_encodes_each_chunk(model_dir: Path) -> None:
+    write(
+        model_dir / "code" / "inference.py",
+        """
+        def predict_fn(data, model):
+            return iter(data["inputs"])
+
+        def output_fn(prediction, accept):
+            return {"token": prediction, "accept": accept}
+        """,
+    )
+    answer = opened(load(model_dir), b'{"inputs": ["a", "b"]}')
+    assert list(answer.chunks) == [b'{"token":"a","accept":"application/json"}',
+                                   b'{"token":"b","accept":"application/json"}']
+
+
+def test_transform_fn_and_endpoint_handler_generators_stream(model_dir: Path, tmp_path: Path) -> None:
+    write(
+        model_dir / "code" / "inference.py",
+        """
+        def transform_fn(model, input_data, content_type, accept):
+            yield from input_data.split()
+        """,
+    )
+    assert list(opened(load(model_dir), b"a b", content_type="text/csv").chunks) == [b"a", b"b"]
+    other = tmp_path / "other"
+    write(
+        other / "handler.py",
+        """
+        class EndpointHandler:
+            def __init__(self, path=""):
+                pass
+
+            def __call__(self, data):
+                return ({"word": word} for word in data["inputs"].split())
+        """,
+    )
+    answer = opened(load(other), b'{"inputs": "a b"}')
+    assert list(answer.chunks) == [b'{"word":"a"}\n', b'{"word":"b"}\n']

@@ -12,7 +12,16 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from hubserve import __version__
-from hubserve.api import control, inference_endpoints, openai, sagemaker, tei, tgi
+from hubserve.api import (
+    control,
+    inference_endpoints,
+    openai,
+    sagemaker,
+    sagemaker_async,
+    sagemaker_control,
+    tei,
+    tgi,
+)
 from hubserve.api.common import validation_message
 from hubserve.api.contract import without_unprocessable
 from hubserve.api.errors import from_http_exception, render_error
@@ -61,7 +70,8 @@ def create_app(settings: ServerSettings) -> FastLane:
     app.state.settings = settings
     app.state.manager = manager
     app.state.tokens = tokens
-    invocations = (sagemaker.router, inference_endpoints.router, inference_endpoints.shared, tgi.router, tei.router,
+    invocations = (sagemaker.router, sagemaker_async.router, sagemaker_control.router,
+                   inference_endpoints.router, inference_endpoints.shared, tgi.router, tei.router,
                    openai.router)
     app.include_router(control.router)
     for router in invocations:

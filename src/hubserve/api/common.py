@@ -9,6 +9,7 @@ from contextlib import aclosing
 from functools import partial
 from typing import Any, ClassVar
 
+import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -16,9 +17,9 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
+from hubserve.api.aws_auth import signed_caller, tokens_of
 from hubserve.errors import BadRequest, HubserveError, NotFound, PayloadTooLarge, RequestTimeout
 from hubserve.invocation import InvocationRequest, Route
-from hubserve.security import TokenRegistry
 from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.manager import EndpointManager
 from hubserve.settings import ServerSettings
@@ -35,11 +36,6 @@ CLIENT_CLOSED_REQUEST = 499
 def manager_of(request: Request) -> EndpointManager:
     manager: EndpointManager = request.app.state.manager
     return manager
-
-
-def tokens_of(request: Request) -> TokenRegistry:
-    tokens: TokenRegistry = request.app.state.tokens
-    return tokens
 
 
 def settings_of(request: Request) -> ServerSettings:
@@ -130,6 +126,17 @@ async def read_body(request: Request, limit: int) -> bytes:
             chunks.append(chunk)
 
 
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object (400 otherwise, saying why)."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("the body must be a JSON object")
+    return value
+
+
 def forwarded_header(request: Request, name: str) -> str | None:
     """A header handed on to the model: HTTP carries any byte, but media types and SageMaker's attributes are
     ASCII, and other bytes would reach the model's code as mojibake."""
@@ -140,7 +147,8 @@ def forwarded_header(request: Request, name: str) -> str | None:
 
 
 def check_access(request: Request, name: str) -> EndpointRuntime:
-    """The endpoint, once the caller may use it (protected endpoints take a token)."""
+    """The endpoint, once the caller may use it (protected endpoints take a token). Routes that read no body, or
+    read it after this check, take bearer tokens only: an AWS signature covers the body."""
     runtime = manager_of(request).get(name)
     if runtime.spec.security == "protected":
         tokens_of(request).require_endpoint_access(request.headers.get("authorization"), name)
@@ -168,8 +176,17 @@ def new_invocation(request: Request, route: Route = Route.DEFAULT,
 
 async def accept_invocation(request: Request, name: str, route: Route = Route.DEFAULT,
                             attribute_headers: Sequence[str] = ()) -> tuple[EndpointRuntime, InvocationRequest]:
-    """The endpoint and the internal request for an HTTP call: checks access and headers, then reads the body."""
-    runtime = check_access(request, name)
+    """The endpoint and the internal request for an HTTP call: checks access and headers, then reads the body.
+    A protected endpoint also takes an AWS signature by a key hubserve issued: what its headers tell is checked
+    first, the signature itself once the body it covers is in."""
+    runtime = manager_of(request).get(name)
+    signed = None
+    if runtime.spec.security == "protected":
+        signed = signed_caller(request)
+        if signed is None:
+            tokens_of(request).require_endpoint_access(request.headers.get("authorization"), name)
     invocation = new_invocation(request, route, attribute_headers)
     invocation.body = await read_body(request, runtime.spec.max_payload_bytes)
+    if signed is not None:
+        signed.require_endpoint(name, invocation.body)
     return runtime, invocation

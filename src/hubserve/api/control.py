@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from hubserve.api.common import error_route, manager_of, tokens_of
 from hubserve.api.contract import BEARER, errors
 from hubserve.api.errors import render_error
+from hubserve.serving.async_queue import AsyncBacklog
 from hubserve.serving.endpoint import tail_lines
 from hubserve.spec import Endpoint, EndpointName, EndpointSpec, EndpointUpdate, Text
+from hubserve.store import TokenKind
 
 # The most log lines one call returns: each is read into memory.
 MAX_TAIL = 100_000
@@ -39,6 +41,8 @@ class EndpointList(BaseModel):
 class EndpointStats(BaseModel):
     name: str
     replicas: list[dict[str, Any]]
+    # Asynchronous requests not done yet; None for an endpoint without async_inference.
+    async_backlog: AsyncBacklog | None = None
 
 
 class TokenRequest(BaseModel):
@@ -46,17 +50,26 @@ class TokenRequest(BaseModel):
 
     name: Text = Field(min_length=1)
     endpoints: list[EndpointName] | None = None  # None: every endpoint
+    aws: bool = Field(False, description="An AWS access key pair (for SigV4 clients) instead of a bearer token")
+    admin: bool = Field(False, description="Control-plane rights (and so every endpoint)")
 
 
 class TokenInfo(BaseModel):
-    id: str
+    id: str  # an AWS key's access key id
     name: str
+    kind: TokenKind
     endpoints: list[str] | None
+    admin: bool
     created_at: float
 
 
 class CreatedToken(TokenInfo):
     token: str  # shown once
+
+
+class CreatedAwsKey(TokenInfo):
+    access_key_id: str
+    secret_access_key: str  # shown once
 
 
 def with_url(request: Request, endpoint: Endpoint) -> Endpoint:
@@ -93,8 +106,11 @@ async def delete_endpoint(name: str, request: Request) -> Response:
 
 @router.get("/endpoints/{name}/stats", responses=errors(404))
 async def endpoint_stats(name: str, request: Request) -> EndpointStats:
-    """The engine counters of each ready replica (batches formed, sizes, queue waits, generation steps)."""
-    return EndpointStats(name=name, replicas=await manager_of(request).get(name).stats())
+    """The engine counters of each ready replica (batches formed, sizes, queue waits, generation steps), and the
+    asynchronous requests waiting or running."""
+    manager = manager_of(request)
+    return EndpointStats(name=name, replicas=await manager.get(name).stats(),
+                         async_backlog=manager.async_runners.backlog(name))
 
 
 @router.get("/endpoints/{name}/logs", response_model=None, response_class=Response, responses={
@@ -124,9 +140,12 @@ async def endpoint_logs(name: str, request: Request, tail: Annotated[int, Query(
 
 
 @router.post("/tokens", status_code=201, responses=errors(400, *BODY_ERRORS))
-async def create_token(body: TokenRequest, request: Request) -> CreatedToken:
-    record, token = tokens_of(request).create(body.name, body.endpoints)
-    return CreatedToken(token=token, **record.model_dump(exclude={"digest"}))
+async def create_token(body: TokenRequest, request: Request) -> CreatedToken | CreatedAwsKey:
+    record, secret = tokens_of(request).create(body.name, body.endpoints, aws=body.aws, admin=body.admin)
+    info = record.model_dump(exclude={"digest"})
+    if record.kind == "aws":
+        return CreatedAwsKey(access_key_id=record.id, secret_access_key=secret, **info)
+    return CreatedToken(token=secret, **info)
 
 
 @router.get("/tokens")

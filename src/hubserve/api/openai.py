@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
@@ -15,6 +14,7 @@ from hubserve.api.common import (
     CONTROL_BODY_LIMIT,
     check_access,
     error_route,
+    json_object,
     manager_of,
     new_invocation,
     read_body,
@@ -89,13 +89,7 @@ def model_card(spec: EndpointSpec, status: EndpointStatus) -> ModelCard:
 
 def model_named(body: bytes) -> str:
     """The endpoint a server-wide call names in its body's `model`."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("the body must be a JSON object")
-    model = payload.get("model")
+    model = json_object(body).get("model")
     if not isinstance(model, str) or not model:
         raise MissingModel("you must provide a model parameter: the name of the endpoint to call")
     return model

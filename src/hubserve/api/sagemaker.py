@@ -1,18 +1,23 @@
-"""The SageMaker runtime front door: InvokeEndpoint's path, headers and error shapes."""
+"""The SageMaker runtime front door: InvokeEndpoint's and InvokeEndpointWithResponseStream's paths, headers and
+error shapes."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from hubserve.api.common import accept_invocation, error_route
+from hubserve.api import eventstream
+from hubserve.api.common import accept_invocation, error_route, forwarded_header
 from hubserve.api.contract import ANSWER_CONTENT, INVOCATION_BODY, OPTIONAL_TOKEN, errors
 from hubserve.api.errors import printable, retry_headers
-from hubserve.errors import BadRequest, HubserveError, ModelError, NotFound
+from hubserve.api.operations import SSE_HEADERS
+from hubserve.errors import AwsError, BadRequest, HubserveError, InvocationTimeout, ModelError, NotFound
+from hubserve.invocation import InvocationRequest, Route, StreamHead
 
 DEFAULT_VARIANT = "AllTraffic"
 ACCOUNT = "local"
@@ -67,7 +72,7 @@ def render_sagemaker_error(request: Request, exc: HubserveError) -> JSONResponse
         name = request.path_params.get("name", "")
         exc = BadRequest(f"Endpoint {name} of account {ACCOUNT} not found.")
         original = exc.message
-    code = ERROR_CODES.get(exc.status, "InternalFailure")
+    code = exc.code if isinstance(exc, AwsError) else ERROR_CODES.get(exc.status, "InternalFailure")
     return JSONResponse({"message": original}, status_code=exc.status,
                         headers={**headers, "x-amzn-ErrorType": code})
 
@@ -93,11 +98,49 @@ async def invoke_endpoint(name: str, request: Request) -> Response:
     request.state.request_id = str(uuid.uuid4())
     runtime, invocation = await accept_invocation(request, name, attribute_headers=ATTRIBUTE_HEADERS)
     result = await runtime.invoke(invocation)
-    variant = invocation.attributes.get("X-Amzn-SageMaker-Target-Variant", DEFAULT_VARIANT)
-    return Response(result.body, media_type=result.content_type, headers={
-        "x-Amzn-Invoked-Production-Variant": variant,
-        "x-amzn-RequestId": request.state.request_id,
-    })
+    return Response(result.body, media_type=result.content_type, headers=answer_headers(request, invocation))
+
+
+def answer_headers(request: Request, invocation: InvocationRequest) -> dict[str, str]:
+    return {"x-Amzn-Invoked-Production-Variant": invocation.attributes.get("X-Amzn-SageMaker-Target-Variant",
+                                                                         DEFAULT_VARIANT),
+            "x-amzn-RequestId": request.state.request_id}
+
+
+async def payload_parts(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The replica's chunks, each in a `PayloadPart` as it comes; a failure after the first ends the stream with a
+    ModelStreamError event."""
+    try:
+        async for chunk in chunks:
+            if chunk:
+                yield eventstream.payload_part(chunk)
+    except HubserveError as exc:
+        code = "ModelInvocationTimeExceeded" if isinstance(exc, InvocationTimeout) else "StreamBroken"
+        yield eventstream.model_stream_error(printable(exc.message), code)
+
+
+@router.post("/endpoints/{name}/invocations-response-stream",
+             openapi_extra={"requestBody": INVOCATION_BODY, "security": OPTIONAL_TOKEN}, response_class=Response,
+             responses={
+                 200: {"description": "An event stream: a text-generation endpoint's tokens as TGI's server-sent "
+                                      "events, one per `PayloadPart`; custom code's generator chunks, one per "
+                                      "`PayloadPart`; any other endpoint's whole answer in one",
+                       "content": {eventstream.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+                 **errors(400, 401, 403, 406, 408, 413, 415, 429, 503, 504, model=SageMakerError,
+                          headers=_ERROR_HEADERS),
+                 **errors(424, model=SageMakerModelError, headers=_ERROR_HEADERS)})
+async def invoke_endpoint_with_response_stream(name: str, request: Request) -> Response:
+    """InvokeEndpointWithResponseStream: the replica decides what streams and sends its StreamHead with the first
+    chunk, so errors before the first part are the HTTP errors InvokeEndpoint gives."""
+    request.state.request_id = str(uuid.uuid4())
+    runtime, invocation = await accept_invocation(request, name, Route.RESPONSE_STREAM, ATTRIBUTE_HEADERS)
+    invocation.accept = forwarded_header(request, "X-Amzn-SageMaker-Accept") or invocation.accept
+    invocation.stream = True
+    chunks = await runtime.stream(invocation)
+    head = StreamHead.decode(await anext(chunks))
+    return StreamingResponse(payload_parts(chunks), media_type=eventstream.MEDIA_TYPE,
+                             headers={**SSE_HEADERS, **answer_headers(request, invocation),
+                                      "X-Amzn-SageMaker-Content-Type": head.content_type})
 
 
 @router.get("/ping")

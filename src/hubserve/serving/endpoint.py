@@ -37,6 +37,8 @@ class EndpointRuntime:
         self.active: ReplicaSet | None = None
         self._staged: ReplicaSet | None = None
         self._work: asyncio.Task[None] | None = None
+        # A standing remark about how it runs (a GPU instance type on a machine without one), shown while running.
+        self.notice: str | None = None
 
     @property
     def log_path(self) -> Path:
@@ -144,7 +146,7 @@ class EndpointRuntime:
             status.state = EndpointState.pending
         elif status.ready_replicas > 0:
             status.state = EndpointState.running
-            status.message = active.last_incident
+            status.message = active.last_incident or self.notice
         elif active.failure and all(r.state != "starting" for r in active.replicas):
             status.state = EndpointState.failed
             lines = "\n".join(tail_lines(self.log_path, LOG_LINES_IN_FAILURE))
@@ -162,8 +164,14 @@ class EndpointRuntime:
             )
         return replica
 
-    async def invoke(self, request: InvocationRequest) -> InvocationResult:
-        return await self._pick().invoke(request, self.spec.timeout_s)
+    @property
+    def ready_count(self) -> int:
+        return self.active.ready_count if self.active is not None else 0
+
+    async def invoke(self, request: InvocationRequest, timeout_s: float | None = None) -> InvocationResult:
+        """The answer, within `timeout_s` (an asynchronous request's own InvocationTimeoutSeconds), else the
+        endpoint's timeout."""
+        return await self._pick().invoke(request, timeout_s or self.spec.timeout_s)
 
     async def stream(self, request: InvocationRequest) -> AsyncIterator[bytes]:
         """Streamed events; the timeout bounds the wait for the first one."""

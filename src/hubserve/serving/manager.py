@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from hubserve.errors import Conflict, NotFound
+from hubserve.serving.async_runner import AsyncRunners
 from hubserve.serving.capacity import ensure_room, machine_replica_limit
 from hubserve.serving.context import ServingContext
 from hubserve.serving.endpoint import EndpointRuntime
@@ -28,6 +29,8 @@ class EndpointManager:
             archive_limits=settings.archive_limits,
         )
         self._endpoints: dict[str, EndpointRuntime] = {}
+        # Asynchronous inference: the durable queue, and a runner per endpoint that has async_inference.
+        self.async_runners = AsyncRunners(store)
         self.max_replicas = settings.max_replicas or machine_replica_limit()
 
     async def start(self) -> None:
@@ -38,8 +41,12 @@ class EndpointManager:
             runtime = EndpointRuntime(saved.spec, saved.status, self.context)
             self._endpoints[saved.spec.name] = runtime
             runtime.deploy()
+        self.async_runners.recover(self._endpoints)
+        for runtime in self._endpoints.values():
+            self.async_runners.watch(runtime)
 
     async def shutdown(self) -> None:
+        await self.async_runners.stop()
         await asyncio.gather(*(r.stop() for r in self._endpoints.values()))
         await self.hub.close()
         await self.spawner.close()
@@ -67,19 +74,24 @@ class EndpointManager:
         self.store.save_endpoint(spec, runtime.status)
         self._endpoints[spec.name] = runtime
         runtime.deploy()
+        self.async_runners.watch(runtime)
         return runtime.describe()
 
-    def update(self, name: str, change: EndpointUpdate) -> Endpoint:
+    def update(self, name: str, change: EndpointUpdate | EndpointSpec) -> Endpoint:
+        """Apply a change, or replace the spec whole (SageMaker's UpdateEndpoint: fields the new config leaves
+        out are cleared, not kept)."""
         runtime = self.get(name)
-        new_spec = runtime.spec.updated(change)
+        new_spec = change if isinstance(change, EndpointSpec) else runtime.spec.updated(change)
         self._ensure_room(new_spec.replicas - runtime.spec.replicas)
         runtime.update(new_spec)
+        self.async_runners.watch(runtime)
         return runtime.describe()
 
     async def delete(self, name: str) -> None:
         runtime = self.get(name)
         del self._endpoints[name]
         self.store.delete_endpoint(name)
+        await self.async_runners.forget(name)
         await runtime.stop()
         # Its workers are gone: free the cache they used, unless a new endpoint took the name meanwhile.
         if name not in self._endpoints:

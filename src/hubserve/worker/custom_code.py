@@ -1,5 +1,10 @@
 """User code shipped inside a model folder: SageMaker's `code/inference.py` hooks and the Inference
-Endpoints `handler.py` EndpointHandler, run behind hubserve's one request/result interface."""
+Endpoints `handler.py` EndpointHandler, run behind hubserve's one request/result interface.
+
+Code whose predict_fn (or transform_fn, or EndpointHandler) returns a generator answers in chunks, made one by one as
+the caller reads them (InvokeEndpointWithResponseStream sends each as it comes; InvokeEndpoint joins them). Each chunk
+goes out as the script's output_fn makes it when it has one; otherwise bytes as they are, text as UTF-8 and any other
+value as one line of JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +23,7 @@ from typing import Any
 from hubserve.errors import BadRequest, HubserveError, ModelError
 from hubserve.invocation import InvocationRequest, InvocationResult
 from hubserve.worker import codecs
+from hubserve.worker.handlers import ChunkStream
 
 logger = logging.getLogger(__name__)
 
@@ -81,16 +87,43 @@ class CustomCodeHandler:
     kind: str = ""
 
     def __call__(self, request: InvocationRequest) -> InvocationResult:
+        """The whole answer: a generator's chunks joined into one body."""
+        answer = self.open(request)
+        return answer.joined() if isinstance(answer, ChunkStream) else answer
+
+    def open(self, request: InvocationRequest) -> InvocationResult | ChunkStream:
+        """The answer, or the chunks of a generator: none made yet (each `next` of the stream makes one)."""
         try:
             return self._handle(request)
         except HubserveError:
             raise
         except Exception as exc:
-            logger.warning("custom code (%s) raised while serving a request", self.kind, exc_info=True)
-            raise ModelError(str(exc) or type(exc).__name__) from exc
+            raise self._model_error(exc) from exc
 
-    def _handle(self, request: InvocationRequest) -> InvocationResult:
+    def _handle(self, request: InvocationRequest) -> InvocationResult | ChunkStream:
         raise NotImplementedError
+
+    def _model_error(self, exc: Exception) -> ModelError:
+        logger.warning("custom code (%s) raised while serving a request", self.kind, exc_info=exc)
+        return ModelError(str(exc) or type(exc).__name__)
+
+    def _streamed(self, chunks: Iterator[Any], encode: Callable[[Any], bytes], content_type: str) -> ChunkStream:
+        return ChunkStream(self._encoded(chunks, encode), content_type)
+
+    def _encoded(self, chunks: Iterator[Any], encode: Callable[[Any], bytes]) -> Generator[bytes, None, None]:
+        """The user's chunks encoded one by one, what their code raises as a ModelError; closing this closes the
+        user's generator (its `finally` runs: a caller that went away stops the work)."""
+        try:
+            for chunk in chunks:
+                yield encode(chunk)
+        except HubserveError:
+            raise
+        except Exception as exc:
+            raise self._model_error(exc) from exc
+        finally:
+            close = getattr(chunks, "close", None)
+            if callable(close):
+                close()
 
 
 @dataclass(frozen=True)
@@ -124,6 +157,7 @@ class SageMakerHandler(CustomCodeHandler):
         self._input = hooks.get("input_fn", _Hook(codecs.decode_body))
         self._predict = hooks.get("predict_fn", _Hook(self._default_predict))
         self._output = hooks.get("output_fn", _Hook(codecs.encode_result))
+        self._encodes_chunks = "output_fn" in hooks
         model_fn = hooks.get("model_fn")
         # hubserve's own model takes the whole payload; a user's model is called as the toolkit does.
         self._model_is_default = model_fn is None
@@ -143,18 +177,28 @@ class SageMakerHandler(CustomCodeHandler):
         processors = [RequestProcessor(_request_properties(request))] if request else []
         return Context(self._model_name, dict(self._system_properties), processors)
 
-    def _handle(self, request: InvocationRequest) -> InvocationResult:
+    def _handle(self, request: InvocationRequest) -> InvocationResult | ChunkStream:
         context = self._context(request)
         content_type = codecs.media_type(request.content_type)
         accept = codecs.preferred_type(request.accept)
         data = _input_data(request)
         if self._transform is not None:
             output = self._transform(self.model, data, content_type, accept, context=context)
-        else:
-            decoded = self._input(data, content_type, context=context)
-            prediction = self._predict(decoded, self.model, context=context)
-            output = self._output(prediction, accept, context=context)
-        return _as_result(output, accept)
+            if isinstance(output, Iterator):
+                return self._streamed(output, chunk_bytes, accept)
+            return _as_result(output, accept)
+        decoded = self._input(data, content_type, context=context)
+        prediction = self._predict(decoded, self.model, context=context)
+        if isinstance(prediction, Iterator):
+            return self._streamed(prediction, self._chunk_encoder(accept, context), accept)
+        return _as_result(self._output(prediction, accept, context=context), accept)
+
+    def _chunk_encoder(self, accept: str, context: Context) -> Callable[[Any], bytes]:
+        """How a predict_fn's chunks go out: each through the script's output_fn when it has one (then as MMS sends
+        what output_fn returns), else as `chunk_bytes`."""
+        if not self._encodes_chunks:
+            return chunk_bytes
+        return lambda chunk: _as_result(self._output(chunk, accept, context=context), accept).body
 
     def _default_predict(self, data: Any, model: Any) -> Any:
         if self._model_is_default or not isinstance(data, dict):
@@ -175,15 +219,28 @@ class EndpointHandlerAdapter(CustomCodeHandler):
             raise BadRequest(f"{model_dir / ENDPOINT_HANDLER_FILE} must define a class EndpointHandler")
         self.handler: Callable[[dict[str, Any]], Any] = handler_class(str(model_dir))
 
-    def _handle(self, request: InvocationRequest) -> InvocationResult:
+    def _handle(self, request: InvocationRequest) -> InvocationResult | ChunkStream:
         data = codecs.decode_body(request.body, request.content_type)
-        return codecs.encode_result(self.handler(data), request.accept)
+        output = self.handler(data)
+        if isinstance(output, Iterator):
+            return self._streamed(output, chunk_bytes, codecs.preferred_type(request.accept))
+        return codecs.encode_result(output, request.accept)
 
 
 def _input_data(request: InvocationRequest) -> bytes | str:
     if codecs.media_type(request.content_type) in _TEXT_FOR_INPUT_FN:
         return codecs.decode_text(request.body, request.content_type)
     return request.body
+
+
+def chunk_bytes(chunk: Any) -> bytes:
+    """A generator's chunk as it goes out when no output_fn encodes it: bytes as they are, text as UTF-8, any other
+    value as one line of JSON (a stream of objects reads as JSON Lines, however the parts split it)."""
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk)
+    return codecs.encode_result(chunk, codecs.JSON).body + b"\n"
 
 
 def _as_result(output: Any, accept: str) -> InvocationResult:

@@ -4,19 +4,23 @@ generation, and plain calls for custom code; the model never runs on the event l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from hubserve.errors import BadRequest, HubserveError, ModelError
-from hubserve.invocation import InvocationRequest, InvocationResult, Route
+from hubserve.invocation import InvocationRequest, InvocationResult, Route, StreamHead
 from hubserve.spec import EngineSpec
 from hubserve.worker import codecs, protocols
 from hubserve.worker.batching import DynamicBatcher, Work
 from hubserve.worker.config import WorkerConfig
-from hubserve.worker.handlers import CustomCode, TaskModel
+from hubserve.worker.handlers import ChunkStream, CustomCode, TaskModel
 from hubserve.worker.loader import load_handler
 from hubserve.worker.torch_threads import adopt_torch_threads
+
+# The routes custom code answers itself: the endpoint URL, and SageMaker's response stream (its generators' chunks).
+CUSTOM_ROUTES = (Route.ROOT, Route.RESPONSE_STREAM)
 
 
 class Engine:
@@ -76,8 +80,8 @@ class Engine:
         return await self.batcher.submit(work)
 
     def _protocol(self, request: InvocationRequest) -> bool:
-        """Whether a protocol's route shapes this call: custom code answers the endpoint URL itself."""
-        return bool(request.route) and not (self.custom is not None and request.route is Route.ROOT)
+        """Whether a protocol's route shapes this call: custom code answers CUSTOM_ROUTES itself."""
+        return bool(request.route) and not (self.custom is not None and request.route in CUSTOM_ROUTES)
 
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
         if self._protocol(request):
@@ -92,8 +96,14 @@ class Engine:
         result: InvocationResult = await self.batcher.submit(work)
         return result
 
-    async def stream(self, request: InvocationRequest) -> AsyncIterator[dict[str, Any]]:
-        """Events of a streamed answer (one per token, then a final one); errors come before the first."""
+    async def stream(self, request: InvocationRequest) -> AsyncGenerator[protocols.Event, None]:
+        """Events of a streamed answer (one per token, then a final one; for RESPONSE_STREAM a StreamHead, then raw
+        chunks); errors come before the first."""
+        if self.custom is not None and request.route is Route.RESPONSE_STREAM:
+            async with contextlib.aclosing(self._custom_chunks(request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
         if self._protocol(request):
             async for event in await protocols.stream(self, request):
                 yield event
@@ -106,6 +116,27 @@ class Engine:
             events = await events
         async for event in events:
             yield event
+
+    async def _custom_chunks(self, request: InvocationRequest) -> AsyncGenerator[bytes, None]:
+        """Custom code's answer as a response stream (its StreamHead, then chunks): a generator's chunks as it makes
+        them, each on the model thread like all user code; any other answer whole. When the caller goes away, the
+        generator is closed there, after the chunk in the making."""
+        assert self.custom is not None
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(self._model_thread, self.custom.open, request)
+        if not isinstance(answer, ChunkStream):
+            yield StreamHead(answer.content_type).encode()
+            yield answer.body
+            return
+        chunks = answer.chunks
+        try:
+            chunk = await loop.run_in_executor(self._model_thread, next, chunks, None)
+            yield StreamHead(answer.content_type).encode()  # only now: an error before the first chunk is an HTTP one
+            while chunk is not None:
+                yield chunk
+                chunk = await loop.run_in_executor(self._model_thread, next, chunks, None)
+        finally:
+            await loop.run_in_executor(self._model_thread, chunks.close)
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {"task": self.task}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hubserve.errors import BadRequest, HubserveError, ModelError
@@ -12,10 +14,26 @@ from hubserve.worker.batching import Work
 from hubserve.worker.tasks.base import TaskAdapter
 
 
+@dataclass
+class ChunkStream:
+    """An answer user code makes piece by piece (its predict_fn returned a generator): each `next` runs the user's
+    code until its next chunk, already encoded; closing it stops that code."""
+
+    chunks: Generator[bytes, None, None]
+    content_type: str
+
+    def joined(self) -> InvocationResult:
+        """The whole answer, for a caller that asked for one body."""
+        return InvocationResult(b"".join(self.chunks), self.content_type)
+
+
 class CustomCode(Protocol):
-    """User code (`code/inference.py` or `handler.py`): it takes the raw request and answers it whole."""
+    """User code (`code/inference.py` or `handler.py`): it takes the raw request and answers it, whole or (`open`)
+    as chunks when the code makes them one by one."""
 
     def __call__(self, request: InvocationRequest) -> InvocationResult: ...
+
+    def open(self, request: InvocationRequest) -> InvocationResult | ChunkStream: ...
 
 
 def parameters_key(parameters: dict[str, Any]) -> str:

@@ -93,8 +93,10 @@ class ReplicaServer:
     async def _stream(self, request_id: int, request: InvocationRequest) -> None:
         assert self.engine is not None
         try:
-            async for event in self.engine.stream(request):
-                await self._reply({"op": "chunk", "id": request_id}, json.dumps(event).encode())
+            async with contextlib.aclosing(self.engine.stream(request)) as events:  # closed at once when cancelled
+                async for event in events:
+                    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+                    await self._reply({"op": "chunk", "id": request_id}, body)
         except asyncio.CancelledError:
             return
         except Exception as exc:

@@ -3,7 +3,8 @@ each a set of `Route` handlers that turn a protocol's request into calls on the 
 batching as every request) and its answer into the protocol's shape.
 
 Each module registers its handlers with `register`; `ROOT` handlers are registered per task (the Inference
-Endpoints root URL answers as the deployed model's task decides), with "*" for every other task.
+Endpoints root URL answers as the deployed model's task decides), with "*" for every other task. A stream's events
+are JSON objects, or bytes that go to the front door as they are (RESPONSE_STREAM's head and chunks).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from hubserve.invocation import InvocationRequest, InvocationResult, Route
 if TYPE_CHECKING:
     from hubserve.worker.engine import Engine
 
+Event = dict[str, Any] | bytes
 Invoke = Callable[["Engine", InvocationRequest], Awaitable[InvocationResult]]
-Stream = Callable[["Engine", InvocationRequest], Awaitable[AsyncIterator[dict[str, Any]]]]
+Stream = Callable[["Engine", InvocationRequest], Awaitable[AsyncIterator[Event]]]
 ANY_TASK = "*"
 # The modules that register handlers, imported on first use (they import the task adapters).
-MODULES = ("tgi", "openai_chat", "tei", "ie_root")
+MODULES = ("tgi", "openai_chat", "tei", "ie_root", "sagemaker")
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ async def invoke(engine: Engine, request: InvocationRequest) -> InvocationResult
     return await handler.invoke(engine, request)
 
 
-async def stream(engine: Engine, request: InvocationRequest) -> AsyncIterator[dict[str, Any]]:
+async def stream(engine: Engine, request: InvocationRequest) -> AsyncIterator[Event]:
     handler = handler_for(engine, request.route)
     if handler.stream is None:
         raise BadRequest(f"this endpoint's task ({engine.task}) does not stream on the {request.route} route; "
