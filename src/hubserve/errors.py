@@ -137,6 +137,15 @@ ERRORS_BY_KIND: dict[str, type[HubserveError]] = {
 }
 
 
+def model_error_body(endpoint: str, original: str) -> dict[str, str | int]:
+    """What SageMaker answers when the model's code raised (InvokeEndpoint's 424, an async request's failure
+    object): its message says where the model's own error went."""
+    message = (f'Received client error (400) from primary with message "{original}". '
+               f"See the endpoint's log (hubserve logs {endpoint}) for more information.")
+    return {"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "Message": message, "OriginalStatusCode": 400,
+            "OriginalMessage": original, "LogStreamArn": f"hubserve:logs:{endpoint}"}
+
+
 def error_from_dict(data: dict[str, str]) -> HubserveError:
     """Rebuild an error that crossed a process boundary."""
     cls = ERRORS_BY_KIND.get(data.get("kind", ""), HubserveError)

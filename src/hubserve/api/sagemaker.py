@@ -16,7 +16,15 @@ from hubserve.api.common import accept_invocation, error_route, forwarded_header
 from hubserve.api.contract import ANSWER_CONTENT, INVOCATION_BODY, OPTIONAL_TOKEN, errors
 from hubserve.api.errors import printable, retry_headers
 from hubserve.api.operations import SSE_HEADERS
-from hubserve.errors import AwsError, BadRequest, HubserveError, InvocationTimeout, ModelError, NotFound
+from hubserve.errors import (
+    AwsError,
+    BadRequest,
+    HubserveError,
+    InvocationTimeout,
+    ModelError,
+    NotFound,
+    model_error_body,
+)
 from hubserve.invocation import InvocationRequest, Route, StreamHead
 
 DEFAULT_VARIANT = "AllTraffic"
@@ -60,12 +68,8 @@ def render_sagemaker_error(request: Request, exc: HubserveError) -> JSONResponse
     headers = {"x-amzn-RequestId": request_id, **retry_headers(exc)}
     original = printable(exc.message)
     if isinstance(exc, ModelError):
-        name = request.path_params.get("name", "")
-        message = (f'Received client error (400) from primary with message "{original}". '
-                   f"See the endpoint's log (hubserve logs {name}) for more information.")
-        body = SageMakerModelError(ErrorCode="CLIENT_ERROR_FROM_MODEL", Message=message, message=message,
-                                   OriginalStatusCode=400, OriginalMessage=original,
-                                   LogStreamArn=f"hubserve:logs:{name}")
+        fields = model_error_body(request.path_params.get("name", ""), original)
+        body = SageMakerModelError.model_validate({**fields, "message": fields["Message"]})
         return JSONResponse(body.model_dump(), status_code=424, headers={**headers, "x-amzn-ErrorType": "ModelError"})
     if isinstance(exc, NotFound):
         # SageMaker answers an unknown endpoint with a 400 ValidationError.

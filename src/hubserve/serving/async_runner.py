@@ -24,6 +24,7 @@ from hubserve.errors import (
     NotFound,
     Overloaded,
     ReplicaLost,
+    model_error_body,
 )
 from hubserve.invocation import InvocationRequest
 from hubserve.serving.async_objects import object_exists, read_input, write_object
@@ -63,11 +64,9 @@ def failure(code: str, message: str, **extra: Any) -> Outcome:
 
 
 def model_failure(endpoint: str, original: str) -> Outcome:
-    """The body SageMaker's ModelError has, as InvokeEndpoint answers it (api/sagemaker.py)."""
-    message = (f'Received client error (400) from primary with message "{original}". '
-               f"See the endpoint's log (hubserve logs {endpoint}) for more information.")
-    return failure("CLIENT_ERROR_FROM_MODEL", message, OriginalStatusCode=400, OriginalMessage=original,
-                   LogStreamArn=f"hubserve:logs:{endpoint}")
+    """The body SageMaker's ModelError has, as InvokeEndpoint answers it."""
+    body = model_error_body(endpoint, original)
+    return Outcome(ok=False, body=json.dumps(body).encode(), content_type=JSON, reason=str(body["Message"]))
 
 
 def error_outcome(endpoint: str, request: AsyncRequest, exc: HubserveError) -> Outcome:
