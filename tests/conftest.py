@@ -92,6 +92,58 @@ def start_server(home: Path, env: dict[str, str] | None = None, port: int | None
     raise RuntimeError(f"server did not start: {log.read_text()}")
 
 
+class AwsClients:
+    """Every botocore client the tests make in this process, and every response body they got back, closed after
+    each test: an unclosed pooled or half-read connection is otherwise a ResourceWarning whenever the garbage
+    collector happens to free it, in whichever later test that is."""
+
+    def __init__(self) -> None:
+        self.clients: list[Any] = []
+        self.bodies: list[Any] = []
+
+    def install(self) -> None:
+        import botocore.session
+
+        create_client = botocore.session.Session.create_client
+
+        def tracked(session: Any, *args: Any, **kwargs: Any) -> Any:
+            client = create_client(session, *args, **kwargs)
+            client.meta.events.register("after-call", self._keep_body)
+            self.clients.append(client)
+            return client
+
+        botocore.session.Session.create_client = tracked  # type: ignore[method-assign]
+
+    def _keep_body(self, parsed: Any = None, **_: Any) -> None:
+        body = parsed.get("Body") if isinstance(parsed, dict) else None
+        if hasattr(body, "close"):
+            self.bodies.append(body)
+
+    def close(self) -> None:
+        """Closes what was made; a client closed here still works (its pools are made again when next used)."""
+        while self.bodies:
+            self.bodies.pop().close()
+        for client in self.clients:  # all kept for the session: a client freed with an open socket warns too
+            client.close()
+
+
+AWS_CLIENTS = AwsClients()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    AWS_CLIENTS.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    AWS_CLIENTS.close()
+
+
+@pytest.fixture(autouse=True)
+def close_aws_clients() -> Iterator[None]:
+    yield
+    AWS_CLIENTS.close()
+
+
 def sagemaker_runtime(url: str, attempts: int = 1) -> Any:
     """boto3's SageMaker runtime client for a hubserve at `url` (`attempts` tries per call, as botocore counts)."""
     import boto3

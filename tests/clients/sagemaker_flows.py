@@ -223,7 +223,12 @@ FLOWS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 if __name__ == "__main__":
-    outcome = FLOWS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})
+    try:
+        outcome = FLOWS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})
+    except Exception as error:
+        # One line the test puts first when it fails: the SDK's own traceback is long and boxed.
+        print(f"\nflow error: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        raise
     # deploy() prints its progress glyphs without a newline: the JSON goes on a line of its own.
     print("\n" + json.dumps(outcome, default=str), flush=True)
     # The SDK's S3 waiter on the failure key keeps polling after the result came, in a thread the interpreter

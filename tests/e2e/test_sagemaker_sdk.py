@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ HUB_MODELS = {"distilbert-base-uncased-distilled-squad": "question-answering",
               "distilbert-base-uncased-finetuned-sst-2-english": "text-classification"}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 FLOWS = ("model-data", "hub-model", "predictors", "async")
+DEPLOYING = {"model-data", "hub-model", "async"}  # flows whose HuggingFaceModel.deploy() names a model
 FLOW_TIMEOUT_S = 300.0
 # What pip says when no index answers: only then is the test skipped rather than failed.
 OFFLINE_SIGNS = ("(from versions: none)", "NewConnectionError", "Temporary failure in name resolution",
@@ -85,7 +87,8 @@ class Flows:
 
     def _outputs(self, flow: str) -> str:
         out, err = ((self.logs / f"{flow}.{kind}").read_text() for kind in ("out", "err"))
-        return (f"\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-6000:]}"
+        said = [line for line in err.splitlines() if line.startswith("flow error: ")]
+        return (f"\n{said[-1] if said else ''}\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-6000:]}"
                 f"\n--- server log\n{self.server.log.read_text()[-4000:]}")
 
 
@@ -119,6 +122,24 @@ def aws_keys(server: Server) -> dict[str, str]:
     keys = dict(line.split("=", 1) for line in lines)
     assert list(keys) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"], created.stdout
     return keys
+
+
+def control_client(server: Server, environment: dict[str, str]) -> Any:
+    """boto3's SageMaker control-plane client with the flows' admin keys."""
+    return boto3.client("sagemaker", endpoint_url=server.url, region_name="us-east-1",
+                        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"])
+
+
+def model_made(control: Any, before: int, process: subprocess.Popen[str]) -> None:
+    """Waits until the flow's deploy has made its model (or the flow ended). The SDK names a model after its image
+    and the time to the millisecond, so two flows deploying the same image at once could take the same name --
+    as two such scripts would on SageMaker; the next one starts only after this one's name is taken."""
+    deadline = time.monotonic() + FLOW_TIMEOUT_S
+    while len(control.list_models()["Models"]) <= before and process.poll() is None:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def flow_env(server: Server, s3_url: str, keys: dict[str, str], home: Path) -> dict[str, str]:
@@ -162,12 +183,16 @@ def flows(tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str], 
             python = venv.result()
             environment = flow_env(server, s3_url, aws_keys(server), root)
             given = json.dumps({"classifier": CLASSIFIER, "generator": GENERATOR})
+            control = control_client(server, environment)
             for flow in FLOWS:
+                models = len(control.list_models()["Models"])
                 with open(root / f"{flow}.out", "w") as out, open(root / f"{flow}.err", "w") as err:
                     processes[flow] = subprocess.Popen(
                         [str(python), str(CLIENTS / "sagemaker_flows.py"), flow, given],
                         env=environment, cwd=root, stdout=out, stderr=err, text=True,
                     )
+                if flow in DEPLOYING:
+                    model_made(control, models, processes[flow])
             yield Flows(server=server, s3=s3, processes=processes, logs=root)
         finally:
             for process in processes.values():
