@@ -24,12 +24,16 @@ class Counts:
     # Launch a suite's peers (and create its hubserve endpoint) together at its start instead of one by one: faster,
     # but their start-up then competes with the measurements for the CPU, so only for quick runs.
     launch_peers_early: bool = False
+    # Compile peers that need it (llama-server, about 15 min on 2 cores the first time): a quick run uses only a
+    # binary an earlier run cached.
+    build_peers: bool = True
 
 
 FULL = Counts(throughput_requests=512, latency_requests=200, warmup_requests=64, repeats=3, sequential_prompts=16,
               coldstart_repeats=3, soak_s=600.0, soak_warmup_s=60.0)
 QUICK = Counts(throughput_requests=32, latency_requests=10, warmup_requests=4, repeats=1, sequential_prompts=2,
-               coldstart_repeats=1, soak_s=10.0, soak_warmup_s=3.0, launch_peers_early=True)
+               coldstart_repeats=1, soak_s=10.0, soak_warmup_s=3.0, launch_peers_early=True,
+               build_peers=False)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.models import converted_gguf  # noqa: E402
 from benchmarks.workload import NEW_TOKENS, PROMPTS, chat  # noqa: E402
-from hubserve.sources import resolve_source  # noqa: E402
 from hubserve.worker.tasks import LoadOptions  # noqa: E402
 from hubserve.worker.tasks.text_generation import TextGenerationAdapter  # noqa: E402
 
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    folder = resolve_source(str(GGUF), revision=None, token=None, cache_dir=CACHE, endpoint="bench").path
+    folder = converted_gguf(GGUF, CACHE)
     adapter = TextGenerationAdapter(folder, LoadOptions(dtype=args.dtype))
     print(f"model {adapter.pipe.model.dtype}, torch threads {torch.get_num_threads()}, {len(PROMPTS)} prompts")
 

@@ -10,6 +10,17 @@ import httpx
 from benchmarks.processes import Unavailable
 
 
+def engine(backend: str) -> dict[str, Any]:
+    """The spec fields that pin an endpoint to `backend` ("torch", "onnx", "llamacpp", ...)."""
+    return {"engine": {"backend": backend}}
+
+
+def backend_of(spec: dict[str, Any]) -> str | None:
+    """The backend a spec pins, or None for `auto` or none given."""
+    backend = (spec.get("engine") or {}).get("backend", "auto")
+    return None if backend == "auto" else str(backend)
+
+
 class HubserveAdmin:
     """The admin's view of one hubserve server at `url`."""
 
@@ -32,12 +43,16 @@ class HubserveAdmin:
         self._check(response, f"reading endpoint {name}")
         return dict(response.json()["status"])
 
-    def wait_running(self, name: str, timeout_s: float = 600.0) -> dict[str, Any]:
-        """Poll until the endpoint runs with a ready replica; `Unavailable` if it fails or takes too long."""
+    def wait_running(self, name: str, timeout_s: float = 600.0, backend: str | None = None) -> dict[str, Any]:
+        """Poll until the endpoint runs with a ready replica; `Unavailable` if it fails or takes too long, or if
+        `backend` is given and another one serves (rows named after a backend must measure that backend)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = self.status(name)
             if status["state"] == "running" and status["ready_replicas"] >= 1:
+                if backend is not None and status.get("backend") != backend:
+                    raise Unavailable(f"endpoint {name} asked for the {backend} backend but is served by "
+                                      f"{status.get('backend') or 'an unreported one'}: {status.get('message')}")
                 return status
             if status["state"] == "failed":
                 raise Unavailable(f"endpoint {name} failed: {status.get('message')}")
@@ -45,9 +60,9 @@ class HubserveAdmin:
         raise Unavailable(f"endpoint {name} was not running after {timeout_s:.0f} s")
 
     def deploy(self, name: str, model: str, task: str, **spec: Any) -> str:
-        """Create the endpoint and wait until it runs; its invocation URL."""
+        """Create the endpoint and wait until it runs (on the backend its spec names, if any); its invocation URL."""
         self.create(name, model, task, **spec)
-        self.wait_running(name)
+        self.wait_running(name, backend=backend_of(spec))
         return self.endpoint_url(name)
 
     def stats(self, name: str) -> dict[str, Any]:

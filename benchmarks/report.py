@@ -129,8 +129,8 @@ def _compared(result: Row) -> str:
     return f"{result.ratio:.2f}x" if result.ratio is not None else ""
 
 
-def format_table(rows: list[Row]) -> str:
-    """The rows as a plain-text table, one block per suite."""
+def format_table(rows: list[Row], suite_notes: dict[str, str] | None = None) -> str:
+    """The rows as a plain-text table, one block per suite (its header line with `suite_notes[suite]`)."""
     header = ("configuration", "figure", "value", "unit", "vs baseline", "target", "met", "note")
     lines = [[r.config, r.metric, _figure(r.value), r.unit, _compared(r), r.target or "",
               {True: "yes", False: "NO", None: ""}[r.met], r.note] for r in rows]
@@ -147,7 +147,8 @@ def format_table(rows: list[Row]) -> str:
     for result, cells in zip(rows, lines, strict=True):
         if result.suite != suite:
             suite = result.suite
-            out.append(f"-- {suite} " + "-" * max(0, sum(widths) + 2 * len(widths) - len(suite) - 4))
+            title = f"{suite} ({suite_notes[suite]})" if suite_notes and suite in suite_notes else suite
+            out.append(f"-- {title} " + "-" * max(0, sum(widths) + 2 * len(widths) - len(title) - 4))
         out.append(render(cells).rstrip())
     return "\n".join(out)
 
@@ -184,7 +185,8 @@ def machine_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "torch_threads": torch.get_num_threads(),
         "versions": {name: _version(name) for name in
-                     ("torch", "transformers", "sentence-transformers", "hubserve", "litserve", "httpx", "uvicorn")},
+                     ("torch", "transformers", "sentence-transformers", "hubserve", "litserve", "httpx", "uvicorn",
+                      "onnxruntime", "openvino", "llama-cpp-python", "gguf")},
     }
 
 

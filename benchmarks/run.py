@@ -16,16 +16,16 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from benchmarks import peers
+from benchmarks.contention import Snapshot
 from benchmarks.context import FULL, QUICK, Context, Counts
 from benchmarks.hubserve_api import HubserveAdmin
-from benchmarks.models import ROOT, Models, real_models, tiny_models
+from benchmarks.models import CACHE, RESULTS, Models, real_models, tiny_models
+from benchmarks.processes import BASE_ENV
 from benchmarks.report import Row, format_table, machine_info, say, write_json
 from benchmarks.suites import SUITES
-
-RESULTS = ROOT / "benchmarks" / "results"
-CACHE = RESULTS / "cache"  # the offline GGUF conversion, kept between runs (benchmarks/results/ is gitignored)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,11 +48,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_suites(names: list[str], models: Models, counts: Counts, work: Path) -> list[Row]:
-    """Start hubserve, run the suites against it, stop it; the rows of every suite."""
+def run_suites(names: list[str], models: Models, counts: Counts,
+               work: Path) -> tuple[list[Row], dict[str, dict[str, Any]]]:
+    """Start hubserve, run the suites against it, stop it; the rows of every suite, and how busy the machine's other
+    processes kept it during each."""
     token = "hs_admin_bench-" + secrets.token_hex(8)
     home, logs = work / "hubserve-home", work / "logs"
     rows: list[Row] = []
+    machine_load: dict[str, dict[str, Any]] = {}
     with peers.hubserve(home, token, logs) as server:
         admin = HubserveAdmin(server.url, token)
         try:
@@ -61,10 +64,15 @@ def run_suites(names: list[str], models: Models, counts: Counts, work: Path) -> 
                               logs=logs)
             for name in names:
                 say(f"suite {name}")
+                start, load_before = Snapshot.take(), os.getloadavg()[0]
                 rows += SUITES[name](context)
+                others = Snapshot.take().others_since(start)
+                machine_load[name] = {"other_processes_cpu_cores": round(others, 2),
+                                      "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+                say(f"suite {name}: other processes kept {others:.2f} cores busy meanwhile")
         finally:
             admin.close()
-    return rows
+    return rows, machine_load
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -73,6 +81,9 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The offline baselines run in this process, and see what the servers see (no tokenizer thread pool either: its
+    # idle threads would compete with torch's for the cores).
+    os.environ.update(BASE_ENV)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = time.strftime("%Y-%m-%dT%H-%M-%S")
     out = args.out or RESULTS / f"{started}.json"
@@ -82,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     say(f"work folder {work} (server logs in {work / 'logs'})")
     dtype = args.generation_dtype
     models = tiny_models(work / "models", work / "cache", dtype) if args.quick else real_models(CACHE, dtype)
-    rows = run_suites(args.suites, models, counts, work)
-    print(format_table(rows))
+    rows, machine_load = run_suites(args.suites, models, counts, work)
+    print(format_table(rows, {suite: f"other processes: {load['other_processes_cpu_cores']:.2f} cores busy"
+                              for suite, load in machine_load.items()}))
     arguments = sys.argv[1:] if argv is None else argv
     write_json(out, rows, command=" ".join(["python", "-m", "benchmarks.run", *arguments]),
                started=started, quick=args.quick, suites=args.suites, machine=machine,
-               load_average_after=list(os.getloadavg()), counts=asdict(counts),
+               load_average_after=list(os.getloadavg()), machine_load_by_suite=machine_load, counts=asdict(counts),
                models={"embedding": str(models.embedding), "generation": str(models.generation_source),
                        "generation_dtype": models.generation_dtype, "embedding_dtype": "float32"})
     print(f"\nwrote {out}")

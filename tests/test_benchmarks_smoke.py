@@ -1,5 +1,6 @@
 """A quick run of the benchmark harness (`python -m benchmarks.run --quick`): tiny models, a few requests, every
-embedding peer and the cold starts; the figures are meaningless, the rows and their numbers must be there."""
+embedding peer, the encoder runtimes, llama.cpp and the cold starts; the figures are meaningless, the rows and their
+numbers must be there."""
 
 from __future__ import annotations
 
@@ -9,25 +10,36 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+COLD = {"new replica: ask -> first answer"}
 EXPECTED = {
     "embeddings": {
         "offline encode, batch 32 (limit)": {"throughput"},
         "offline encode([sentence]) (direct call)": {"latency p50"},
-        "hubserve": {"throughput (c=32)", "latency p50 (c=1)"},
+        "hubserve, torch backend": {"throughput (c=32)", "latency p50 (c=1)"},
         "one-at-a-time FastAPI": {"throughput (c=32)", "latency p50 (c=1)"},
         "LitServe, batching": {"throughput (c=32)", "latency p50 (c=1)"},
     },
+    "encoders": {
+        **{f"offline {runtime}, batch 32{' (limit)' if runtime == 'PyTorch' else ''}": {"throughput"}
+           for runtime in ("PyTorch", "ONNX Runtime", "OpenVINO f32")},
+        **{f"offline {runtime}, batch 1 (direct call)": {"latency p50"}
+           for runtime in ("PyTorch", "ONNX Runtime", "OpenVINO f32")},
+        "hubserve, onnx backend": {"throughput (c=32)", "throughput (c=32) against ONNX Runtime", "latency p50 (c=1)"},
+    },
     "coldstart": {
-        "tiny embedding model (sentence-embeddings)": {"new replica: ask -> first answer"},
-        "tiny Llama (GGUF) (text-generation)": {"new replica: ask -> first answer"},
+        "tiny embedding model (sentence-embeddings, torch backend)": COLD,
+        "tiny embedding model (sentence-embeddings, onnx backend)": COLD,
+        "tiny Llama (GGUF) (text-generation, torch backend)": COLD,
+        "tiny Llama (GGUF) (text-generation, llamacpp backend)": COLD,
     },
 }
 
 
 def test_quick_benchmark_run(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--suite", "embeddings,coldstart", "--out", str(out)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--suite", "embeddings,encoders,coldstart", "--out",
+               str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "hubserve" in done.stdout and "vs baseline" in done.stdout  # the printed table
 
@@ -40,11 +52,49 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     assert found == EXPECTED
 
     by_key = {(row["config"], row["metric"]): row for row in results["rows"]}
-    hubserve = by_key["hubserve", "throughput (c=32)"]
-    assert hubserve["baseline"] == "offline encode, batch 32 (limit), alternating with hubserve / throughput"
+    hubserve = by_key["hubserve, torch backend", "throughput (c=32)"]
+    assert hubserve["baseline"] == ("offline encode, batch 32 (limit), alternating with hubserve, torch backend / "
+                                    "throughput")
     assert hubserve["ratio"] > 0 and hubserve["target"] == ">= 0.85x" and isinstance(hubserve["met"], bool)
-    latency = by_key["hubserve", "latency p50 (c=1)"]
+    latency = by_key["hubserve, torch backend", "latency p50 (c=1)"]
     assert latency["delta"] is not None and latency["target"] == "<= +3 ms"
+
+    onnx = by_key["hubserve, onnx backend", "throughput (c=32)"]
+    assert onnx["baseline"] == "offline PyTorch, batch 32 (limit) / throughput" and onnx["target"] == ">= 1.8x"
+    assert len(onnx["details"]["samples"]) == len(onnx["details"]["ratios_by_round"]) == 3
+    against_ort = by_key["hubserve, onnx backend", "throughput (c=32) against ONNX Runtime"]
+    assert against_ort["baseline"] == "offline ONNX Runtime, batch 32 / throughput" and against_ort["ratio"] > 0
+    assert by_key["hubserve, onnx backend", "latency p50 (c=1)"]["target"] == "<= +0 ms"
+    for runtime in ("ONNX Runtime", "OpenVINO f32"):  # the same embeddings as PyTorch's
+        assert by_key[f"offline {runtime}, batch 32", "throughput"]["details"]["max_abs_difference_to_pytorch"] < 1e-4
+    assert by_key["tiny embedding model (sentence-embeddings, onnx backend)", "new replica: ask -> first answer"][
+        "target"] == "<= 0.5 s"
+
+
+def test_quick_llamacpp(tmp_path: Path) -> None:
+    """hubserve's llamacpp backend beside llama-server on a bf16 GGUF and on the source GGUF, its torch backend
+    beside them; llama-server's rows say why when no binary was built before (a quick run compiles nothing)."""
+    out = tmp_path / "llamacpp.json"
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--suite", "llamacpp", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {(row["config"], row["metric"]): row for row in json.loads(out.read_text())["rows"]}
+    metrics = ("one stream", "16 streams", "TTFT p50 (16 streams)")
+    servers = ("llama-server, BF16 GGUF", "hubserve, llamacpp backend, BF16 GGUF", "llama-server, F32 GGUF",
+               "hubserve, llamacpp backend, F32 GGUF", "hubserve, torch backend, bf16 from the F32 GGUF")
+    assert set(rows) == {("llama-server build", "cmake build (configure + --parallel 16)")} | {
+        (server, metric) for server in servers for metric in metrics}
+    built = rows["llama-server build", "cmake build (configure + --parallel 16)"]["value"] is not None
+    for (config, _), row in rows.items():
+        if config.startswith("llama-server") and not built:
+            assert "a --quick run builds nothing" in row["note"], row
+        else:
+            assert isinstance(row["value"], float) and row["value"] > 0, row
+    for label in ("BF16", "F32"):
+        hubserve = rows[f"hubserve, llamacpp backend, {label} GGUF", "16 streams"]
+        assert hubserve["target"] == ">= 1x" and (hubserve["ratio"] is not None) == built
+        ttft = rows[f"hubserve, llamacpp backend, {label} GGUF", "TTFT p50 (16 streams)"]
+        assert ttft["target"] == "<= 1x" and ttft["baseline"] == f"llama-server, {label} GGUF / TTFT p50 (16 streams)"
 
 
 def test_quick_soak(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hubserve.errors import BadRequest
-from hubserve.sources import ArchiveLimits, ResolvedModel, resolve_source
+from hubserve.sources import ArchiveLimits, EndpointCache, ResolvedModel, resolve_source
 from hubserve.sources import gguf as gguf_sources
 from hubserve.sources import hub as hub_sources
 from hubserve.sources.cache import build_once, sha256_file
@@ -509,28 +509,43 @@ def count_conversions(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return converted
 
 
-def test_gguf_is_converted_once(tmp_path: Path, count_conversions: list[Path]) -> None:
-    """Uses transformers on a tiny GGUF written here: about 5 s, most of it importing torch."""
+def test_a_gguf_file_is_served_as_it_is(tmp_path: Path, count_conversions: list[Path]) -> None:
+    """The file, or a folder holding only it, resolves to a folder that holds just a link to it: nothing converted
+    (llama.cpp serves its own quantised weights); a changed file is placed again."""
+    gguf_file = write_tiny_gguf(tmp_path / "llm" / "tiny.gguf")
+    (tmp_path / "llm" / "requirements.txt").write_text("not-for-the-model\n")  # beside it, not part of it
+    cache = tmp_path / "cache"
+    resolved = resolve(gguf_file, cache)
+    assert resolved.gguf_file == "tiny.gguf"
+    assert resolved.path.parent == cache / "linked"
+    assert [p.name for p in resolved.path.iterdir()] == ["tiny.gguf"]
+    assert (resolved.path / "tiny.gguf").read_bytes() == gguf_file.read_bytes()
+    assert resolve(gguf_file, cache) == resolved
+    assert resolve(gguf_file.parent.parent / "llm" / "tiny.gguf", cache) == resolved
+    assert count_conversions == []
+
+    os.utime(gguf_file, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert resolve(gguf_file, cache).path != resolved.path
+
+
+def test_gguf_is_converted_once_for_torch(tmp_path: Path, count_conversions: list[Path]) -> None:
+    """Where torch serves a GGUF, the replica converts it once into a safetensors folder. Uses transformers on a
+    tiny GGUF written here: about 5 s, most of it importing torch."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_file = write_tiny_gguf(tmp_path / "llm" / "tiny.gguf")
-    cache = tmp_path / "cache"
-    resolved = resolve(gguf_file, cache)
-    assert resolved.gguf_file is None
-    assert resolved.path.parent == cache / "gguf"
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in resolved.path.iterdir()}
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-    model = AutoModelForCausalLM.from_pretrained(resolved.path)
+    cache = EndpointCache(tmp_path / "cache", "test")
+    converted = gguf_sources.convert(gguf_file, cache)
+    assert converted.parent == tmp_path / "cache" / "gguf"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in converted.iterdir()}
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    model = AutoModelForCausalLM.from_pretrained(converted)
     logits = model(**tokenizer("hi there", return_tensors="pt")).logits
     assert logits.shape[-1] == len(tokenizer)
-
-    # The file again, or the folder holding only it: no second conversion.
-    assert resolve(gguf_file, cache) == resolved
-    assert resolve(gguf_file.parent, cache) == resolved
+    assert gguf_sources.convert(gguf_file, cache) == converted
     assert count_conversions == [gguf_file]
-
     os.utime(gguf_file, ns=(time.time_ns(), time.time_ns() + 10**9))  # a changed file is converted again
-    assert resolve(gguf_file, cache).path != resolved.path
+    assert gguf_sources.convert(gguf_file, cache) != converted
     assert len(count_conversions) == 2
 
 
@@ -540,14 +555,18 @@ def test_gguf_over_http(tmp_path: Path, count_conversions: list[Path]) -> None:
     with http_server(tmp_path / "www") as url:
         first = resolve(f"{url}/tiny.gguf", cache)
         second = resolve(f"{url}/tiny.gguf", cache)
-    assert first == second
-    assert (first.path / "model.safetensors").is_file()
-    assert len(count_conversions) == 1
+    assert first == second and first.gguf_file == "tiny.gguf"
+    assert (first.path / "tiny.gguf").read_bytes() == (tmp_path / "www" / "tiny.gguf").read_bytes()
+    assert count_conversions == []
 
 
 def test_unreadable_gguf_is_a_bad_request(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF but not really")
-    with pytest.raises(BadRequest, match="could not convert the GGUF file"):
+    with pytest.raises(BadRequest, match="could not read the GGUF file 'broken.gguf'"):
         resolve(broken, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "linked").exists() or \
+        not [p for p in (tmp_path / "cache" / "linked").iterdir() if not p.name.endswith(".lock")]
+    with pytest.raises(BadRequest, match="could not convert the GGUF file"):
+        gguf_sources.convert(broken, EndpointCache(tmp_path / "cache", "test"))
     assert not [p for p in (tmp_path / "cache" / "gguf").iterdir() if not p.name.endswith(".lock")]

@@ -6,11 +6,22 @@ from collections.abc import Callable
 
 from benchmarks.context import Context
 from benchmarks.report import Row
-from benchmarks.suites import clients, coldstart, embeddings, generation, sagemaker_stream, soak
+from benchmarks.suites import (
+    clients,
+    coldstart,
+    embeddings,
+    encoders,
+    generation,
+    llamacpp,
+    sagemaker_stream,
+    soak,
+)
 
 SUITES: dict[str, Callable[[Context], list[Row]]] = {
     "embeddings": embeddings.run,
+    "encoders": encoders.run,
     "generation": generation.run,
+    "llamacpp": llamacpp.run,
     "clients": clients.run,
     "sagemaker_stream": sagemaker_stream.run,
     "coldstart": coldstart.run,

@@ -23,13 +23,13 @@ from benchmarks.context import Context
 from benchmarks.load import StreamLoad, request_load, run_async, stream_load
 from benchmarks.processes import Unavailable
 from benchmarks.report import Row, Target, attempt, row, say, unavailable
+from benchmarks.rounds import EXTRA_ROUNDS, Sample, alternate, by_round
 from benchmarks.suites.generation import OPENAI, WARMUP_TOKENS, _generate, _load_model
 from benchmarks.workload import NEW_TOKENS, PROMPTS, chat, sentences
 
 SUITE = "clients"
 CHAT_ENDPOINT = "clients-smollm2"
 EMBED_ENDPOINT = "clients-minilm"
-EXTRA_ROUNDS = 2  # rounds beyond the run's `repeats`: these ratios are read to a few percent
 STREAMS = len(PROMPTS)
 CONCURRENCY = 32  # of the embedding routes
 THROUGHPUT = "aggregate throughput"
@@ -48,34 +48,6 @@ SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "minLeng
           "required": ["answer"]}
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
 CONSTRAINED = re.compile(r'\s*\{\s*"answer"\s*:\s*"')
-
-Sample = Callable[[bool], Any]  # takes one sample (untimed and short when warming up)
-
-
-def alternate(configs: dict[str, Sample], rounds: int) -> dict[str, list[Any] | Unavailable]:
-    """An untimed warm-up of every configuration, then `rounds` rounds of one sample each, the order rotated by one
-    every round; a configuration that fails once is unavailable from then on."""
-    results: dict[str, list[Any] | Unavailable] = {}
-    for name, sample in configs.items():
-        warm = attempt(name, partial(sample, True))
-        results[name] = warm if isinstance(warm, Unavailable) else []
-    names = list(configs)
-    for index in range(rounds):
-        say(f"round {index + 1} of {rounds}")
-        for name in names[index % len(names):] + names[: index % len(names)]:
-            samples = results[name]
-            if isinstance(samples, list):
-                outcome = attempt(name, partial(configs[name], False))
-                results[name] = outcome if isinstance(outcome, Unavailable) else [*samples, outcome]
-    return results
-
-
-def by_round(samples: list[float], baseline: Row | None) -> dict[str, Any]:
-    """Each round's sample over its baseline's of the same round: the drift cancels in these pairs (the row's ratio
-    is of the medians, as in the other suites)."""
-    paired = baseline.details.get("samples", []) if baseline else []
-    return {"ratios_by_round": [round(a / b, 3) for a, b in zip(samples, paired, strict=False) if b]}
-
 
 # --- chat streams ---------------------------------------------------------------------------------------------------
 

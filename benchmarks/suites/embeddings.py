@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks import peers
 from benchmarks.context import Context
+from benchmarks.hubserve_api import engine
 from benchmarks.load import Latency, alternating_latency, request_load, run_async
 from benchmarks.processes import ServerProcess, Unavailable
 from benchmarks.report import Row, Target, attempt, row, say, unavailable
@@ -32,7 +33,7 @@ PER_SECOND = "sentences/s"
 THROUGHPUT = f"throughput (c={BATCH_SIZE})"
 LATENCY = "latency p50 (c=1)"
 SERVER_METRICS = [(THROUGHPUT, PER_SECOND), (LATENCY, "ms")]
-HUBSERVE = "hubserve"
+HUBSERVE = "hubserve, torch backend"  # PyTorch as every peer here; the other backends: suites/encoders.py
 # The issue's figures for the peers, as fractions of the offline limit and ms above a direct call.
 PEERS = {"one-at-a-time FastAPI": ("onebyone", "issue: 0.22x, +5.7 ms"),
          "LitServe, batching": ("litserve_embed", "issue: 0.38x")}
@@ -94,8 +95,9 @@ def measure_server(context: Context, offline: Offline, config: str, url: str) ->
     for _ in range(counts.repeats):
         loads.append(run_async(request_load(url, bodies, BATCH_SIZE, warmup)))
         limits.append(offline.limit_sample())
-    served, direct = run_async(alternating_latency(url, bodies[: counts.latency_requests], offline.direct_call,
-                                                   LATENCY_BLOCK, warmup))
+    served, calls = run_async(alternating_latency(url, bodies[: counts.latency_requests],
+                                                  {DIRECT: offline.direct_call}, LATENCY_BLOCK, warmup))
+    direct = calls[DIRECT]
     latency = Latency.of(served)
     figures = ServerFigures(len(bodies), [load.per_second for load in loads], limits,
                             [round(load.client_cpu_s / load.wall_s, 3) for load in loads], latency, direct)
@@ -110,7 +112,7 @@ def _measure_hubserve(context: Context, offline: Offline) -> ServerFigures:
     if not context.counts.launch_peers_early:  # else created at the suite's start
         _create_endpoint(context)
     try:
-        admin.wait_running(ENDPOINT)
+        admin.wait_running(ENDPOINT, backend="torch")
         figures = measure_server(context, offline, HUBSERVE, admin.endpoint_url(ENDPOINT))
         figures.details.update(admin.stats(ENDPOINT))
         return figures
@@ -119,7 +121,7 @@ def _measure_hubserve(context: Context, offline: Offline) -> ServerFigures:
 
 
 def _create_endpoint(context: Context) -> None:
-    context.hubserve.create(ENDPOINT, str(context.models.embedding), "sentence-embeddings")
+    context.hubserve.create(ENDPOINT, str(context.models.embedding), "sentence-embeddings", **engine("torch"))
 
 
 def _measure_peer(context: Context, offline: Offline, config: str, peer: ServerProcess) -> ServerFigures:
@@ -178,8 +180,8 @@ def run(context: Context) -> list[Row]:
     rows = [
         row(SUITE, LIMIT, "throughput", statistics.median(limits) if limits else None, PER_SECOND,
             note="all servers' alternating samples", details={"samples": limits, "sentences": len(texts)}),
-        row(SUITE, DIRECT, "latency p50", direct and direct.p50 * 1000, "ms", note="all servers' alternating blocks",
-            details=direct.as_ms() if direct else {}),
+        row(SUITE, DIRECT, "latency p50", direct.p50 * 1000 if direct else None, "ms",
+            note="all servers' alternating blocks", details=direct.as_ms() if direct else {}),
     ]
     rows += server_rows(HUBSERVE, measured[HUBSERVE], throughput_target=Target("ratio_min", 0.85),
                         latency_target=Target("delta_max", 3.0))

@@ -13,6 +13,7 @@ from typing import Any
 
 from benchmarks import peers
 from benchmarks.context import Context
+from benchmarks.hubserve_api import engine
 from benchmarks.load import StreamLoad, StreamProtocol, run_async, stream_load
 from benchmarks.report import Row, Target, guarded, row, say
 from benchmarks.workload import NEW_TOKENS, PROMPTS, chat
@@ -23,7 +24,7 @@ WARMUP_TOKENS = 8
 THROUGHPUT = "aggregate throughput"
 PER_SECOND = "tokens/s"
 STREAM_METRICS = [(THROUGHPUT, PER_SECOND), ("TTFT p50", "ms"), ("TTFT p90", "ms")]
-HUBSERVE = f"hubserve, {len(PROMPTS)} streams"
+HUBSERVE = f"hubserve, torch backend, {len(PROMPTS)} streams"  # llama.cpp's: suites/llamacpp.py
 TRANSFORMERS_SERVE = f"transformers serve --continuous-batching, {len(PROMPTS)} streams"
 
 
@@ -118,7 +119,7 @@ def _measure(url: str, body: Callable[[str, int], dict[str, Any]], protocol: Str
 def _hubserve_load(context: Context) -> tuple[StreamLoad, dict[str, Any]]:
     admin = context.hubserve
     url = admin.deploy(ENDPOINT, str(context.models.generation_source), "text-generation",
-                       dtype=context.models.generation_dtype)
+                       dtype=context.models.generation_dtype, **engine("torch"))
     try:
         load = _measure(url, lambda prompt, tokens: {"inputs": chat(prompt), "parameters": _greedy(tokens),
                                                      "stream": True}, TGI)

@@ -22,7 +22,7 @@ from benchmarks.context import Context
 from benchmarks.load import StreamLoad, StreamTiming
 from benchmarks.processes import Unavailable
 from benchmarks.report import Row, Target, attempt, row, say, unavailable
-from benchmarks.suites.clients import EXTRA_ROUNDS, Sample, alternate, by_round
+from benchmarks.rounds import EXTRA_ROUNDS, Sample, alternate, by_round
 from benchmarks.suites.generation import TGI, WARMUP_TOKENS, _greedy
 from benchmarks.workload import NEW_TOKENS, PROMPTS, chat
 

@@ -133,6 +133,12 @@ class EngineSpec(BaseModel):
     max_concurrent_requests: int = Field(default=128, ge=1)
     max_input_tokens: int | None = Field(default=None, ge=1)
     max_total_tokens: int | None = Field(default=None, ge=1)
+    # What runs the model: `auto` picks ONNX Runtime for encoder tasks on the CPU and llama.cpp for a GGUF text
+    # generation model, torch elsewhere (and wherever the chosen one cannot load, with the reason in the state).
+    backend: Literal["auto", "torch", "onnx", "openvino", "llamacpp"] = "auto"
+    # `auto`: the model's own precision (fp32 encoders); `int8` (ONNX Runtime dynamic quantisation) and `bf16`
+    # (OpenVINO) are opt-in, each checked against the fp32 model at load.
+    precision: Literal["auto", "int8", "bf16"] = "auto"
 
     _whole_numbers = field_validator("max_batch_size", "max_concurrent_requests", "max_input_tokens",
                                      "max_total_tokens", mode="before")(_whole_number)
@@ -251,6 +257,11 @@ class ReplicaInfo(BaseModel):
     id: str
     state: str
     pid: int | None = None
+    # What runs its model once it is ready ("torch", "onnx", ...), and why not the backend meant for it, if so.
+    backend: str | None = None
+    backend_note: str | None = None
+    # What a runtime computes the model in ("float32", "int8", "bfloat16"); None on torch (the model's own dtype).
+    dtype: str | None = None
 
 
 class EndpointStatus(BaseModel):
@@ -260,6 +271,8 @@ class EndpointStatus(BaseModel):
     target_replicas: int = 1
     restarts: int = 0
     task: str | None = None
+    # What runs the model (its ready replicas' backend); a fallback's reason is in `message` while running.
+    backend: str | None = None
     replicas: list[ReplicaInfo] = Field(default_factory=list)
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)

@@ -20,7 +20,7 @@ from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from outcome import attempt
 from pydantic import BaseModel
 
-QUESTION = "What is the capital of France?"
+QUESTION = "Tell me the capital of France."
 STRUCTURED_QUESTION = "Paris is the capital of France. Give the city and its country."
 PROMPT = PromptTemplate.from_template("Question: {question}\n\nAnswer:")
 Config = dict[str, Any]  # URLs, names, the token, and the texts to embed

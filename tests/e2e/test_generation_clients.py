@@ -202,7 +202,7 @@ def test_async_huggingface_hub(endpoint: str) -> None:
 
 
 def test_smollm_answers_paris_through_the_openai_sdk(smollm: str) -> None:
-    question: Any = [{"role": "user", "content": "What is the capital of France?"}]
+    question: Any = [{"role": "user", "content": "Tell me the capital of France."}]
     answer = sdk(smollm).chat.completions.create(model="smollm", messages=question, temperature=0, max_tokens=40)
     assert "Paris" in (answer.choices[0].message.content or "")
 

@@ -65,7 +65,7 @@ def test_smollm_answers_a_chat_question(server: Server) -> None:
     try:
         endpoint = client.wait("smollm", timeout=900)
         assert endpoint["status"]["task"] == "text-generation"
-        body = {"inputs": [{"role": "user", "content": "What is the capital of France?"}],
+        body = {"inputs": [{"role": "user", "content": "Tell me the capital of France."}],
                 "parameters": {"max_new_tokens": 24, "do_sample": False}}
         result = httpx.post(f"{server.url}/endpoints/smollm", json=body, timeout=300).json()
         reply = result[0]["generated_text"][-1]

@@ -317,10 +317,13 @@ def test_text_generation_chat(adapter: Adapters) -> None:
 def test_text_generation_from_gguf(adapter: Adapters, tiny_model: Callable[[str], Path]) -> None:
     folder = tiny_model("text-generation-gguf")
     assert not (folder / "config.json").exists()
-    from_gguf = adapter_class("text-generation")(folder, LoadOptions(gguf_file=TINY_GGUF_FILE))
+    # On torch (asked for; auto runs it on llama.cpp, whose own numbers tests/worker/test_llamacpp.py checks).
+    from_gguf = adapter_class("text-generation")(folder, LoadOptions(gguf_file=TINY_GGUF_FILE, backend="torch"))
+    assert from_gguf.backend == "torch"
     greedy = {"max_new_tokens": 4, "do_sample": False}
     for inputs in ("My name is Sarah and", [{"role": "user", "content": "Hello, how are you?"}]):
         assert from_gguf.predict(inputs, greedy) == adapter("text-generation").predict(inputs, greedy)
+    assert adapter_class("text-generation")(folder, LoadOptions(gguf_file=TINY_GGUF_FILE)).backend == "llamacpp"
 
 
 def test_parameters_are_not_mutated(adapter: Adapters) -> None:

@@ -137,16 +137,20 @@ class EndpointRuntime:
         status = self.status
         status.ready_replicas = active.ready_count if active else 0
         status.restarts = active.restarts if active else 0
-        status.replicas = [ReplicaInfo(id=r.id, state=r.state, pid=r.pid) for r in active.replicas] if active else []
+        status.replicas = [ReplicaInfo(id=r.id, state=r.state, pid=r.pid, backend=r.backend,
+                                       backend_note=r.backend_note, dtype=r.dtype)
+                           for r in active.replicas] if active else []
         if active is not None and active.task:
             status.task = active.task
+        if active is not None and active.backend:
+            status.backend = active.backend
         if self._staged is not None:
             status.state = EndpointState.updating
         elif active is None:
             status.state = EndpointState.pending
         elif status.ready_replicas > 0:
             status.state = EndpointState.running
-            status.message = active.last_incident or self.notice
+            status.message = active.last_incident or self.notice or active.backend_note
         elif active.failure and all(r.state != "starting" for r in active.replicas):
             status.state = EndpointState.failed
             lines = "\n".join(tail_lines(self.log_path, LOG_LINES_IN_FAILURE))
@@ -181,5 +185,6 @@ class EndpointRuntime:
         """Each ready replica's engine counters."""
         replicas = [r for r in (self.active.replicas if self.active else []) if r.ready]
         stats = await asyncio.gather(*(r.stats() for r in replicas), return_exceptions=True)
-        return [{"id": r.id, "pid": r.pid, "in_flight": r.in_flight,
-                 **(s if isinstance(s, dict) else {"error": str(s)})} for r, s in zip(replicas, stats, strict=True)]
+        return [{"id": r.id, "pid": r.pid, "in_flight": r.in_flight, "backend": r.backend,
+                 "backend_note": r.backend_note, "dtype": r.dtype, **(s if isinstance(s, dict) else {"error": str(s)})}
+                for r, s in zip(replicas, stats, strict=True)]

@@ -40,6 +40,10 @@ class Replica:
         self.state = ReplicaState.starting
         self.failure: str | None = None
         self.task: str | None = None
+        # What runs its model ("torch", "onnx", ...) and why not the backend meant for it: told when ready.
+        self.backend: str | None = None
+        self.backend_note: str | None = None
+        self.dtype: str | None = None  # what a runtime computes in ("float32", "int8", "bfloat16"), if one runs it
         self.pid: int | None = None
         self.in_flight = 0
         self.stopping = False
@@ -116,6 +120,10 @@ class Replica:
         if header.get("state") == "ready":
             self.state = ReplicaState.ready
             self.task = str(header.get("task"))
+            backend, note = header.get("backend"), header.get("backend_note")
+            self.backend = str(backend) if backend is not None else None
+            self.backend_note = str(note) if note is not None else None
+            self.dtype = str(header["dtype"]) if header.get("dtype") is not None else None
             self._ready_at = time.monotonic()
         elif header.get("state") == "failed":
             self.state = ReplicaState.failed

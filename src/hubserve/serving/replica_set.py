@@ -64,7 +64,10 @@ class ReplicaSet:
         elif replica.state == ReplicaState.failed:
             self.note(f"replica {replica.id} failed to load: {replica.failure}")
         elif replica.ready:  # (one that just lost its worker is no longer ready, nor dead yet)
-            self.note(f"replica {replica.id} ready")
+            runs = f" on {replica.backend}" if replica.backend else ""
+            runs += f" in {replica.dtype}" if replica.dtype else ""
+            why = f" ({replica.backend_note})" if replica.backend_note else ""
+            self.note(f"replica {replica.id} ready{runs}{why}")
         self._on_change()
 
     async def _replace(self, delay: float) -> None:
@@ -89,6 +92,16 @@ class ReplicaSet:
     @property
     def task(self) -> str | None:
         return next((r.task for r in self.replicas if r.task), None)
+
+    @property
+    def backend(self) -> str | None:
+        """What runs the model in its ready replicas (the first one's, as they load alike)."""
+        return next((r.backend for r in self.replicas if r.ready and r.backend), None)
+
+    @property
+    def backend_note(self) -> str | None:
+        """Why a ready replica runs the model on another backend than the one meant for it, if one does."""
+        return next((r.backend_note for r in self.replicas if r.ready and r.backend_note), None)
 
     def pick(self) -> Replica | None:
         """The ready replica with the fewest requests in flight (round robin among equals)."""

@@ -28,7 +28,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 @dataclass(frozen=True)
 class ResolvedModel:
     path: Path  # a local folder holding the model (config, weights, tokenizer, maybe code/)
-    gguf_file: str | None = None  # a .gguf file inside `path` to load from, when it was not converted
+    gguf_file: str | None = None  # the .gguf file inside `path` that is the model (see sources.gguf)
 
 
 def resolve_source(
@@ -86,7 +86,7 @@ def _resolve_local(path: Path, cache: EndpointCache, limits: ArchiveLimits, sour
     if archives.is_archive(path.name):
         return _resolve_folder(archives.unpack(path, cache, limits, label=source), cache)
     if path.suffix.lower() == ".gguf":
-        return ResolvedModel(gguf.convert(path, cache))
+        return ResolvedModel(gguf.place(path, cache), gguf_file=path.name)
     suffixes = ", ".join(archives.ARCHIVE_SUFFIXES)
     raise BadRequest(
         f"'{source}' is a file, but neither a model archive ({suffixes}) nor a .gguf file; "
@@ -101,13 +101,13 @@ def _resolve_remote(url: str, token: str | None, cache: EndpointCache, limits: A
     with remote.downloaded(url, token=token, into=cache.downloads) as temp:
         if archives.is_archive(name):
             folder = archives.unpack(temp, cache, limits, label=url)
-        else:  # a .gguf file: kept under its own name, where the folder rules below find and convert it
+        else:  # a .gguf file: kept under its own name, where the folder rules below find it
             folder = cache.folder("files", sha256_file(temp), lambda work: temp.rename(work / name))
     return _resolve_folder(folder, cache)
 
 
 def _resolve_folder(folder: Path, cache: EndpointCache) -> ResolvedModel:
-    """The folder itself, or, when it only holds one .gguf file and no config.json, that file converted."""
+    """The folder itself; when it only holds one .gguf file and no config.json, that file is the model."""
     if not any(folder.iterdir()):
         raise BadRequest(f"the model folder '{folder}' is empty")
     gguf_files = sorted(folder.glob("*.gguf"))
@@ -119,7 +119,7 @@ def _resolve_folder(folder: Path, cache: EndpointCache) -> ResolvedModel:
             f"the folder '{folder}' holds several .gguf files ({names}) and no config.json: "
             "give the path of the one to serve"
         )
-    return ResolvedModel(gguf.convert(gguf_files[0], cache))
+    return ResolvedModel(gguf.place(gguf_files[0], cache), gguf_file=gguf_files[0].name)
 
 
 def _is_file_name(name: str) -> bool:

@@ -1,4 +1,6 @@
-"""GGUF files: converted once into a safetensors folder that every replica then loads like any other model."""
+"""GGUF files. A source that is one GGUF file resolves to a folder holding just that file (`place`), which the
+replica serves as it is (llama.cpp runs its own quantised weights) or, where torch serves it, `convert`s once into a
+safetensors folder that every later replica loads like any other model."""
 
 from __future__ import annotations
 
@@ -9,12 +11,34 @@ from hubserve.sources.cache import sha256_text
 from hubserve.sources.endpoint_cache import EndpointCache
 
 
+def _key(gguf_file: Path) -> str:
+    """The file's identity: its path, mtime and size (a changed file is placed and converted again)."""
+    info = gguf_file.stat()
+    return sha256_text(str(gguf_file), str(info.st_mtime_ns), str(info.st_size))
+
+
+def check(gguf_file: Path) -> None:
+    """A BadRequest unless `gguf_file` reads as GGUF (its header and tensor table: memory-mapped, milliseconds)."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(gguf_file)
+    except Exception as error:  # a file we cannot read fails in many ways, all of them the source's fault
+        raise BadRequest(f"could not read the GGUF file '{gguf_file.name}': {error}") from error
+
+
+def place(gguf_file: Path, cache: EndpointCache) -> Path:
+    """A folder holding only `gguf_file` (a link to it, under its own name), checked to read as GGUF: what the
+    replica loads, with nothing else of the file's own folder beside it."""
+    real = gguf_file.resolve()
+    check(real)
+    return cache.folder("linked", _key(real), lambda work: (work / real.name).symlink_to(real))
+
+
 def convert(gguf_file: Path, cache: EndpointCache) -> Path:
     """The converted folder for `gguf_file`, converted again only when its path, mtime or size change."""
     real = gguf_file.resolve()
-    info = real.stat()
-    key = sha256_text(str(real), str(info.st_mtime_ns), str(info.st_size))
-    return cache.folder("gguf", key, lambda work: _convert(real, work))
+    return cache.folder("gguf", _key(real), lambda work: _convert(real, work))
 
 
 def _convert(gguf_file: Path, out: Path) -> None:

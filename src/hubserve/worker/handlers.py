@@ -53,6 +53,21 @@ class TaskModel:
         self.task = task
         self.adapter = adapter
 
+    @property
+    def backend(self) -> str:
+        """What runs the model: "torch", "onnx", ..."""
+        return self.adapter.backend
+
+    @property
+    def backend_note(self) -> str | None:
+        """Why the model runs on `backend` rather than the backend meant for it, if it does."""
+        return self.adapter.backend_note
+
+    @property
+    def backend_dtype(self) -> str | None:
+        """What a runtime computes the model in ("float32", "int8", "bfloat16"), if one runs it."""
+        return self.adapter.backend_dtype
+
     def decode_work(self, request: InvocationRequest) -> Work:
         payload = codecs.decode_body(request.body, request.content_type, task=self.task)
         work = self.work(payload)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from hubserve.errors import BadRequest
 from hubserve.sources import EndpointCache, resolve_source
+from hubserve.sources.gguf import convert as convert_gguf
 from hubserve.spec import EndpointSpec
 from hubserve.worker.config import WorkerConfig
 from hubserve.worker.custom_code import load_custom_code
@@ -43,10 +45,15 @@ def hub_token(spec: EndpointSpec) -> str | None:
     return spec.env.get("HF_TOKEN") or spec.env.get("HF_API_TOKEN") or spec.env.get("HUGGING_FACE_HUB_TOKEN")
 
 
-def load_task_model(spec: EndpointSpec, path: Path, options: LoadOptions) -> TaskModel:
+def load_task_model(spec: EndpointSpec, path: Path, options: LoadOptions,
+                    cache: EndpointCache | None = None) -> TaskModel:
     task = spec.task or infer_task(path, gguf_file=options.gguf_file)
+    adapter_type = adapter_class(task)
+    if options.gguf_file and cache is not None and not adapter_type.serves_gguf(options):
+        # torch serves it: from the file converted once (a GGUF loaded as it is is dequantised at every load).
+        path, options = convert_gguf(path / options.gguf_file, cache), replace(options, gguf_file=None)
     log.info("loading %s as %s on %s", path, task, options.device)
-    adapter = adapter_class(task)(path, options)
+    adapter = adapter_type(path, options)
     adapter.warmup()
     return TaskModel(task, adapter)
 
@@ -58,15 +65,18 @@ def load_handler(config: WorkerConfig) -> TaskModel | CustomCode:
     resolved = resolve_source(spec.model, revision=spec.revision, token=hub_token(spec),
                               cache_dir=models_dir, endpoint=spec.name, limits=config.archive_limits)
     options = LoadOptions(device=resolve_device(spec.device), dtype=spec.dtype,
-                          trust_remote_code=spec.trust_remote_code, gguf_file=resolved.gguf_file)
+                          trust_remote_code=spec.trust_remote_code, gguf_file=resolved.gguf_file,
+                          backend=spec.engine.backend, precision=spec.engine.precision,
+                          exports_dir=str(models_dir / "exports"))
     extra_paths: list[Path] = []
-    packages = install_requirements(resolved.path, EndpointCache(models_dir, spec.name).packages)
+    cache = EndpointCache(models_dir, spec.name)
+    packages = install_requirements(resolved.path, cache.packages)
     if packages is not None:
         extra_paths.append(packages)
         sys.path.insert(0, str(packages))
-    custom = load_custom_code(resolved.path, default_model_fn=lambda p: load_task_model(spec, p, options),
+    custom = load_custom_code(resolved.path, default_model_fn=lambda p: load_task_model(spec, p, options, cache),
                               extra_sys_path=extra_paths)
     if custom is not None:
         log.info("loaded custom code (%s) from %s", custom.kind, resolved.path)
         return custom
-    return load_task_model(spec, resolved.path, options)
+    return load_task_model(spec, resolved.path, options, cache)

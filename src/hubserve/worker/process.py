@@ -18,6 +18,7 @@ from hubserve.channel import Channel, ChannelClosed, FrameLimits, Preamble
 from hubserve.errors import HubserveError, ModelError
 from hubserve.invocation import InvocationRequest
 from hubserve.spec import MAX_PAYLOAD_BYTES
+from hubserve.worker.backends import check_backend
 from hubserve.worker.config import CONFIG_ENV, WorkerConfig
 from hubserve.worker.engine import Engine
 from hubserve.worker.torch_threads import on_passing_thread
@@ -40,13 +41,20 @@ class ReplicaServer:
     async def run(self) -> int:
         try:
             self.engine = await on_passing_thread(Engine.load, self.config)
+            model = self.engine.model
+            if model is not None:
+                check_backend(model.adapter)
         except Exception as exc:  # any load failure fails the endpoint with its reason
             traceback.print_exc()
             await self.channel.send({"op": "state", "state": "failed", "message": _describe(exc)})
             return 3
         self.engine.start()
-        await self.channel.send({"op": "state", "state": "ready", "task": self.engine.task})
-        log.info("replica %s ready (task %s)", self.config.replica_id, self.engine.task)
+        backend = model.backend if model is not None else None
+        note = model.backend_note if model is not None else None
+        dtype = model.backend_dtype if model is not None else None
+        await self.channel.send({"op": "state", "state": "ready", "task": self.engine.task, "backend": backend,
+                                 "backend_note": note, "dtype": dtype})
+        log.info("replica %s ready (task %s on %s)", self.config.replica_id, self.engine.task, backend or "custom code")
         return await self._serve()
 
     async def _serve(self) -> int:

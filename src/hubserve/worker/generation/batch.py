@@ -1,5 +1,6 @@
-"""The running batch on the model side, TGI's `CausalLMBatch` pattern: left-padded rows sharing one `DynamicCache`;
-new rows are prefilled together then pad-concatenated in, finished rows are dropped (and the padding they leave).
+"""A transformers model under the scheduler (`TorchModel`), and its running batch, TGI's `CausalLMBatch` pattern:
+left-padded rows sharing one `DynamicCache`; new rows are prefilled together then pad-concatenated in, finished rows
+are dropped (and the padding they leave).
 
 Prompts that start with the same tokens (a chat template's system prompt) can share a `Prefix`: its cache is
 computed once and copied into each row, and only the rest of each prompt is prefilled. Such rows hold a gap of
@@ -45,10 +46,6 @@ class Prefix:
     def empty(cls) -> Prefix:
         return cls((), DynamicCache())
 
-    @classmethod
-    def compute(cls, model: Any, token_ids: Sequence[int]) -> Prefix:
-        return cls.empty().extended(model, token_ids)
-
     def extended(self, model: Any, token_ids: Sequence[int]) -> Prefix:
         """This prefix followed by `token_ids`, from one forward over them after its cache (which that forward
         extends in place: this prefix is used up)."""
@@ -61,11 +58,6 @@ class Prefix:
                         use_cache=True, logits_to_keep=1)
         check_cache(out.past_key_values)
         return Prefix((*self.token_ids, *token_ids), out.past_key_values)
-
-    def serves(self, prompts: Sequence[Sequence[int]]) -> bool:
-        """Whether every prompt starts with this prefix and goes on after it."""
-        width = len(self.token_ids)
-        return all(len(prompt) > width and tuple(prompt[:width]) == self.token_ids for prompt in prompts)
 
     def rows(self, count: int) -> DynamicCache:
         """A fresh cache holding the prefix in `count` rows (the forward extends it in place)."""
@@ -193,3 +185,28 @@ def check_cache(cache: Any) -> None:
         raise TypeError(
             f"continuous batching needs a model whose cache is a DynamicCache of DynamicLayers; got {type(cache)}"
         )
+
+
+class TorchModel:
+    """A transformers causal LM as the scheduler's `BatchModel`: generate()'s own forward and DynamicCache."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.device: torch.device = model.device
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        eos = model.generation_config.eos_token_id
+        self.eos_ids: tuple[int, ...] = tuple(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        # A CPU prefills tokens one after another at about the same rate whatever the batch: prefilling a burst in
+        # small groups (and a long prompt in small chunks) gives the first their first token sooner, and keeps
+        # every step short, at no cost in throughput.
+        self.step_tokens = 256 if self.device.type == "cpu" else 4096
+
+    def prefill(self, prompts: Sequence[Sequence[int]], prefix: Prefix | None = None,
+                adopt: bool = False) -> tuple[Batch, torch.Tensor]:
+        return Batch.prefill(self.model, prompts, prefix)
+
+    def decode(self, batch: Batch) -> torch.Tensor:
+        return batch.decode(self.model)
+
+    def prefix(self, token_ids: Sequence[int], after: Prefix | None = None) -> Prefix:
+        return (after or Prefix.empty()).extended(self.model, token_ids)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import torch
 
 from hubserve.errors import ModelError, NoReadyReplica, Overloaded
+from hubserve.worker.generation.forward import as_batch_model
 from hubserve.worker.generation.grammar import GrammarCompiler
 from hubserve.worker.generation.scheduler import Outbox, Outcome, Request, Scheduler
 from hubserve.worker.generation.stream import TokenStream
@@ -35,7 +36,8 @@ T = TypeVar("T")
 
 
 class GenerationEngine:
-    """Continuous batching over a causal LM: `open` (or `stream`, `generate`) from any event loop's thread."""
+    """Continuous batching over a causal LM (a transformers model, or any `BatchModel`): `open` (or `stream`,
+    `generate`) from any event loop's thread."""
 
     def __init__(
         self,
@@ -50,10 +52,8 @@ class GenerationEngine:
         max_batch_delay_ms: float = 5.0,
         prefill_chunk_tokens: int | None = None,
     ) -> None:
-        # A CPU prefills tokens one after another at about the same rate whatever the batch: prefilling a burst in
-        # small groups (and a long prompt in small chunks) gives the first their first token sooner, and keeps
-        # every step short, at no cost in throughput.
-        step_tokens = 256 if model.device.type == "cpu" else 4096
+        model = as_batch_model(model)
+        step_tokens = model.step_tokens
         limits = GenerationLimits(
             max_batch_size,
             max_input_tokens,
@@ -65,8 +65,7 @@ class GenerationEngine:
         )
         # The generation thread decodes with its own copy: fast tokenizers may refuse use from two threads at once.
         self.scheduler = Scheduler(model, copy.deepcopy(tokenizer), limits, self._deliver)
-        eos = model.generation_config.eos_token_id
-        self.eos_ids: tuple[int, ...] = tuple(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        self.eos_ids = model.eos_ids
         # Requests' grammars are compiled on the callers' side, with the callers' tokenizer.
         self.grammars = GrammarCompiler(tokenizer, self.scheduler.grammar_vocab, self.eos_ids)
         self._condition = threading.Condition()

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from hubserve.errors import HubserveError, ModelError
-from hubserve.worker.generation.batch import Batch, Prefix, shared_prefix_length
+from hubserve.worker.generation.batch import shared_prefix_length
 from hubserve.worker.generation.decoding import TextStream
+from hubserve.worker.generation.forward import RunningBatch, SharedPrefix, as_batch_model, serves
 from hubserve.worker.generation.grammar import grammar_vocab_size, refused_tokens
 from hubserve.worker.generation.sampling import RowSampling, choose
 from hubserve.worker.generation.types import (
@@ -101,31 +102,37 @@ class ChunkedPrompt:
     """A prompt longer than one prefill chunk, and the prefix of it prefilled so far (a cache of its own)."""
 
     request: Request
-    prefix: Prefix
+    prefix: SharedPrefix | None = None
+
+    @property
+    def done(self) -> int:
+        """Prompt tokens prefilled so far."""
+        return 0 if self.prefix is None else len(self.prefix.token_ids)
 
     @property
     def left(self) -> int:
         """Prompt tokens not prefilled yet."""
-        return len(self.request.prompt_ids) - len(self.prefix.token_ids)
+        return len(self.request.prompt_ids) - self.done
 
 
 class Scheduler:
     """Owns the model-side batch. Only one thread may call `step` (the engine's); outcomes go to `publish` after
-    each forward (a prefill's first tokens do not wait for the decode forward that follows it)."""
+    each forward (a prefill's first tokens do not wait for the decode forward that follows it). `model` is a
+    `BatchModel`, or a transformers causal LM (run as `TorchModel`)."""
 
     def __init__(self, model: Any, tokenizer: Any, limits: GenerationLimits, publish: Publish) -> None:
-        self.model = model
+        self.model = as_batch_model(model)
         self.publish = publish
         self.tokenizer = tokenizer
         self.limits = limits
         self.special_ids = frozenset(tokenizer.all_special_ids)
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = self.model.vocab_size
         self.grammar_vocab = grammar_vocab_size(self.vocab_size, tokenizer)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
-        self.batch: Batch | None = None
+        self.batch: RunningBatch | None = None
         self.sampling: RowSampling | None = None
-        self.prefix: Prefix | None = None  # the last shared prefix: later prompts that start with it reuse it
+        self.prefix: SharedPrefix | None = None  # the last shared prefix: later prompts that start with it reuse it
         self.chunked: ChunkedPrompt | None = None  # the long prompt being prefilled a chunk per step
         self.token_texts: dict[int, str] = {}  # each token decoded alone, for the alternatives of `top_n_tokens`
         self.counters = {  # requests `finished` (length, EOS, stop sequence), `cancelled` or `failed` (model error)
@@ -189,7 +196,7 @@ class Scheduler:
                 request = self.waiting.popleft()
                 if self.chunked is None:
                     request.start(self.model.device)
-                    self.chunked = ChunkedPrompt(request, Prefix.empty())
+                    self.chunked = ChunkedPrompt(request)
                 else:
                     passed.append(request)
                 continue
@@ -212,9 +219,9 @@ class Scheduler:
                 request = chunked.request
                 self._guarded(functools.partial(self._prefill, [request], own=chunked.prefix), [request])
             return
-        done = len(chunked.prefix.token_ids)
+        done = chunked.done
         try:
-            chunked.prefix = chunked.prefix.extended(self.model, chunked.request.prompt_ids[done : done + size])
+            chunked.prefix = self.model.prefix(chunked.request.prompt_ids[done : done + size], after=chunked.prefix)
         except Exception as exc:  # the model failed on this prompt: fail it, keep serving
             log.exception("prefilling a chunk failed")
             self.chunked, chunked.request.done = None, True
@@ -223,34 +230,36 @@ class Scheduler:
             return
         self.counters["prefill_chunks"] += 1
 
-    def _prefill(self, admitted: list[Request], outbox: Outbox, own: Prefix | None = None) -> int:
+    def _prefill(self, admitted: list[Request], outbox: Outbox, own: SharedPrefix | None = None) -> int:
         """Prefill `admitted` into the batch, after `own` (the prefix the one admitted request prefilled itself)
         or a shared prefix (see `_prefix_for`)."""
         prompts = [request.prompt_ids for request in admitted]
-        kept = self.prefix
+        # (Not holding on to the kept prefix meanwhile: a new one replaces it, and its cache goes first.)
+        kept = own is None and self.prefix is not None and serves(self.prefix, prompts)
         prefix = own if own is not None else self._prefix_for(prompts)
-        new, logits = Batch.prefill(self.model, prompts, prefix)
+        new, logits = self.model.prefill(prompts, prefix, adopt=own is not None)
         self.counters["prefills"] += 1
         if prefix is not None:  # a new prefix was computed once for these prompts, a kept one before them
-            self.counters["prefix_tokens_reused"] += len(prefix.token_ids) * (len(prompts) - (prefix is not kept))
+            self.counters["prefix_tokens_reused"] += len(prefix.token_ids) * (len(prompts) - (not kept))
         left = self._advance(new, admitted, logits, outbox)
         if admitted:
             self._join(new, admitted)
         return left
 
-    def _prefix_for(self, prompts: list[list[int]]) -> Prefix | None:
+    def _prefix_for(self, prompts: list[list[int]]) -> SharedPrefix | None:
         """The kept prefix if every prompt starts with it, else a new one if these prompts share enough tokens."""
-        if self.prefix is not None and self.prefix.serves(prompts):
+        if self.prefix is not None and serves(self.prefix, prompts):
             return self.prefix
         shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
         if shared < MIN_SHARED_PREFIX:
             return None
-        self.prefix = Prefix.compute(self.model, prompts[0][:shared])
+        self.prefix = None  # the old one's cache goes before the new one is computed
+        self.prefix = self.model.prefix(prompts[0][:shared])
         return self.prefix
 
     def _decode_step(self, outbox: Outbox) -> int:
         assert self.batch is not None
-        logits = self.batch.decode(self.model)
+        logits = self.model.decode(self.batch)
         self.counters["steps"] += 1
         return self._advance(self.batch, self.running, logits, outbox)
 
@@ -265,7 +274,7 @@ class Scheduler:
             left = self._fail_running(ModelError(f"{type(exc).__name__}: {exc}"), outbox)
         self.publish(outbox, left)
 
-    def _advance(self, batch: Batch, requests: list[Request], logits: torch.Tensor, outbox: Outbox) -> int:
+    def _advance(self, batch: RunningBatch, requests: list[Request], logits: torch.Tensor, outbox: Outbox) -> int:
         """Choose and record every row's next token, emit the events, drop the rows that ended."""
         sampling = self.sampling if batch is self.batch and self.sampling is not None else self._sampling(requests)
         refused = None
@@ -301,7 +310,7 @@ class Scheduler:
             text = self.token_texts[token] = self.tokenizer.decode([token], skip_special_tokens=False)
         return text
 
-    def _keep(self, batch: Batch, requests: list[Request], rows: list[int]) -> None:
+    def _keep(self, batch: RunningBatch, requests: list[Request], rows: list[int]) -> None:
         """Keep only `rows` of `batch` (in place, `requests` too); an emptied running batch goes away."""
         requests[:] = [requests[row] for row in rows]
         if batch is self.batch:
@@ -312,7 +321,7 @@ class Scheduler:
         if rows:
             batch.keep(rows)
 
-    def _join(self, new: Batch, admitted: list[Request]) -> None:
+    def _join(self, new: RunningBatch, admitted: list[Request]) -> None:
         if self.batch is None:
             self.batch = new
         else:

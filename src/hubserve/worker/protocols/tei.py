@@ -312,7 +312,7 @@ def model_type(adapter: Operations) -> dict[str, Any]:
 async def info(engine: Engine, request: InvocationRequest) -> InvocationResult:
     adapter = operations(engine)
     batch = engine.batcher.max_batch_size if engine.batcher is not None else 1
-    dtype = str(next(adapter.module.parameters()).dtype).removeprefix("torch.")
+    dtype = adapter.model_dtype
     return json_result({
         "model_id": engine.model_id, "model_sha": None, "model_dtype": dtype, "model_type": model_type(adapter),
         "max_concurrent_requests": MAX_CONCURRENT_REQUESTS, "max_input_length": adapter.max_input_length,

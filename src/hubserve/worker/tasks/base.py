@@ -19,6 +19,9 @@ class LoadOptions:
     dtype: str = "auto"  # "auto", "float32", "bfloat16", "float16"
     trust_remote_code: bool = False
     gguf_file: str | None = None  # a .gguf file inside the model folder, loaded with gguf_file=
+    backend: str = "auto"  # EngineSpec.backend: auto, torch, onnx, openvino, llamacpp
+    precision: str = "auto"  # EngineSpec.precision: auto, int8, bf16
+    exports_dir: str | None = None  # where exported models (ONNX, OpenVINO) are cached by content hash
 
 
 class TaskAdapter:
@@ -39,9 +42,21 @@ class TaskAdapter:
     # How many inputs the dynamic batcher runs together unless the endpoint's spec says otherwise.
     default_max_batch_size: ClassVar[int] = 8
 
+    @classmethod
+    def serves_gguf(cls, options: LoadOptions) -> bool:
+        """Whether this task runs a GGUF file as it is (its own quantised weights); otherwise the loader hands it
+        the file converted once into a safetensors folder (see sources.gguf)."""
+        return False
+
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         self.model_dir = model_dir
         self.options = options
+        # What runs the model ("torch", "onnx", "openvino", "llamacpp"), and why it is not the one asked for (a
+        # fallback's reason): the replica reports both when it is ready.
+        self.backend = "torch"
+        self.backend_note: str | None = None
+        # What a runtime computes the model in ("float32", "int8", "bfloat16"); None on torch (the model's own dtype).
+        self.backend_dtype: str | None = None
 
     def check_parameters(self, parameters: dict[str, Any]) -> None:
         if self.parameters is not None:

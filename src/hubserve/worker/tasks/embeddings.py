@@ -1,18 +1,20 @@
 """Embeddings: feature-extraction (a transformers pipeline), and sentence-transformers' sentence-embeddings,
 sentence-similarity and sentence-ranking (a cross-encoder), shaped as the Hugging Face inference toolkit's; each
-also pools texts or scores pairs for the protocol routes (see operations)."""
+also pools texts or scores pairs for the protocol routes (see operations). On a runtime (ONNX Runtime) the library's
+model is replaced by its runtime counterpart (runtime_pipelines, runtime_sentence), called the same way."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from sentence_transformers import CrossEncoder, SentenceTransformer
 from sentence_transformers.base.modules.normalize import Normalize
-from sentence_transformers.util import cos_sim
 
 from hubserve.errors import BadRequest
+from hubserve.worker.backends import Export, open_runtime
+from hubserve.worker.backends.torch_session import TorchSession
 from hubserve.worker.tasks.base import LoadOptions, regroup
 from hubserve.worker.tasks.loading import sentence_transformers_kwargs
 from hubserve.worker.tasks.operations import (
@@ -27,6 +29,14 @@ from hubserve.worker.tasks.operations import (
 )
 from hubserve.worker.tasks.parameter_types import BOOLEAN, OBJECT, POSITIVE_INTEGER, STRING, TRUNCATION
 from hubserve.worker.tasks.pipeline import PipelineAdapter, require_text, require_texts
+from hubserve.worker.tasks.runtime_sentence import (
+    BiEncoderModules,
+    RuntimeCrossEncoder,
+    RuntimeSentenceTransformer,
+    Unsupported,
+    bi_encoder_modules,
+    cross_encoder_modules,
+)
 from hubserve.worker.tasks.truncation import cut_texts
 
 ENCODE_PARAMETERS = frozenset({"normalize_embeddings", "prompt_name", "prompt", "batch_size", "truncate_dim"})
@@ -34,7 +44,7 @@ ENCODE_PARAMETER_TYPES = {"normalize_embeddings": BOOLEAN, "prompt_name": STRING
                           "batch_size": POSITIVE_INTEGER, "truncate_dim": POSITIVE_INTEGER}
 
 
-def readable(model: SentenceTransformer | CrossEncoder, texts: Any) -> Any:
+def readable(model: Any, texts: Any) -> Any:
     """`texts` (strings, alone, listed or paired) cut to the tokens the model reads: its `max_seq_length`."""
     if model.max_seq_length is None:
         return texts
@@ -50,6 +60,7 @@ class FeatureExtractionAdapter(PipelineModel, Embedder, PipelineAdapter):
     parameters = frozenset({"truncation", "tokenize_kwargs"})
     parameter_types = {"truncation": TRUNCATION, "tokenize_kwargs": OBJECT}
     warmup_inputs = "warm up"
+    runtime_export = ("AutoModel", ("last_hidden_state",))
 
     def prepare(self, inputs: Any) -> Any:
         return require_texts(inputs)
@@ -69,42 +80,54 @@ class FeatureExtractionAdapter(PipelineModel, Embedder, PipelineAdapter):
     def dimension(self) -> int:
         return int(self.pipe.model.config.hidden_size)
 
-    @property
-    def module(self) -> torch.nn.Module:
-        return self.pipe.model  # type: ignore[no-any-return]
-
     def pool(self, texts: list[str], prompt_name: str | None) -> Pooled:
-        return Pooled(*encoder_rows(self.pipe.model, self.tokenizer, texts, self.max_input_length, mean_pooled))
+        assert self.session is not None
+        return Pooled(*encoder_rows(self.session, self.tokenizer, texts, self.max_input_length, mean_pooled))
 
 
 class SentenceTransformerAdapter(SentenceTransformersModel, Embedder):
-    """A `SentenceTransformer` bi-encoder on the options' device and dtype."""
+    """A `SentenceTransformer` bi-encoder on the options' device and dtype, or its runtime counterpart."""
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         super().__init__(model_dir, options)
-        self.model = SentenceTransformer(str(model_dir), **sentence_transformers_kwargs(options))
+        try:
+            modules: BiEncoderModules | None = bi_encoder_modules(model_dir)
+            unsupported = None
+        except Unsupported as exc:
+            modules, unsupported = None, f"sentence-transformers runs {exc}"
+        export = Export(modules.transformer.path if modules else model_dir, "AutoModel", ("last_hidden_state",),
+                        options)
+        self.session = open_runtime(self, export, unsupported)
+        if self.session is not None and modules is not None:
+            self.model: Any = RuntimeSentenceTransformer.load(self.session, export, modules)
+            self.pooler: Any = self.model.unnormalized()
+            self.pooling = modules.pooling
+        else:
+            self.model = SentenceTransformer(str(model_dir), **sentence_transformers_kwargs(options))
+            # Pooled vectors come from the same modules but a last Normalize: a protocol route normalises when asked.
+            children = list(self.model.children())
+            self.pooler = self.model if not isinstance(children[-1], Normalize) else SentenceTransformer(
+                modules=children[:-1], device=options.device, prompts=self.model.prompts,
+                default_prompt_name=self.model.default_prompt_name)
+            self.pooling = next((str(module.pooling_mode) for module in children if hasattr(module, "pooling_mode")),
+                                "mean")
         self.prompts = {name: prompt or "" for name, prompt in self.model.prompts.items()}
         self.default_prompt_name = self.model.default_prompt_name
-        # Pooled vectors come from the same modules but a last Normalize: a protocol route normalises when asked.
-        modules = list(self.model.children())
-        self.pooler = self.model if not isinstance(modules[-1], Normalize) else SentenceTransformer(
-            modules=modules[:-1], device=options.device, prompts=self.prompts,
-            default_prompt_name=self.default_prompt_name)
-        self.pooling = next((str(module.pooling_mode) for module in modules if hasattr(module, "pooling_mode")),
-                            "mean")
 
     @property
     def dimension(self) -> int:
         return int(self.model.get_embedding_dimension() or 0)
 
     @property
-    def module(self) -> torch.nn.Module:
-        return self.model
+    def model_dtype(self) -> str:
+        if self.session is not None:
+            return self.session.dtype
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
     def pool(self, texts: list[str], prompt_name: str | None) -> Pooled:
         outputs: Any = self.pooler.encode(texts, prompt_name=prompt_name, output_value=None,
                                           convert_to_numpy=False, show_progress_bar=False)
-        vectors = torch.stack([output["sentence_embedding"] for output in outputs]).float().cpu().numpy()
+        vectors = np.stack([as_numpy(output["sentence_embedding"]) for output in outputs])
         return Pooled(vectors, [int(output["attention_mask"].sum()) for output in outputs])
 
     def encode(self, texts: str | list[str], parameters: dict[str, Any]) -> Any:
@@ -156,7 +179,8 @@ class SentenceSimilarityAdapter(SentenceTransformerAdapter):
             return super().predict_items(items, parameters)
         groups = [_similarity_texts(inputs) for inputs in items]
         embeddings = self.encode([text for group in groups for text in group], parameters)
-        return [{"similarities": cos_sim(mine[:1], mine[1:])[0].tolist()} for mine in regroup(embeddings, groups)]
+        return [{"similarities": cosine_similarities(mine[0], mine[1:]).tolist()}
+                for mine in regroup(embeddings, groups)]
 
     def warmup(self) -> None:
         self.predict({"source_sentence": "warm up", "sentences": ["warm"]}, {})
@@ -181,7 +205,18 @@ class SentenceRankingAdapter(SentenceTransformersModel, Scorer):
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         super().__init__(model_dir, options)
-        self.model = CrossEncoder(str(model_dir), **sentence_transformers_kwargs(options))
+        export = Export(model_dir, "AutoModelForSequenceClassification", ("logits",), options)
+        try:
+            module, activation = cross_encoder_modules(model_dir, export.config)
+            unsupported = None
+        except Unsupported as exc:
+            unsupported = f"sentence-transformers runs {exc}"
+        self.session = open_runtime(self, export, unsupported)
+        if self.session is not None:
+            self.model: Any = RuntimeCrossEncoder(self.session, export, module, activation)
+        else:
+            self.model = CrossEncoder(str(model_dir), **sentence_transformers_kwargs(options))
+            self.session = TorchSession(self.model.model, self.tokenizer.model_input_names, ("logits",))
 
     @property
     def classifier(self) -> Any:
@@ -202,6 +237,17 @@ class SentenceRankingAdapter(SentenceTransformersModel, Scorer):
 
     def warmup(self) -> None:
         self.predict([["warm up", "warm"]], {})
+
+
+def as_numpy(vector: Any) -> np.ndarray:
+    """A vector as float32 numpy: a runtime's already is; a torch tensor may be on a GPU, or in bfloat16."""
+    return vector if isinstance(vector, np.ndarray) else vector.float().cpu().numpy()
+
+
+def cosine_similarities(source: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """The cosine similarity of `source` with each row of `others` (norms at least 1e-12, as torch's)."""
+    unit = others / np.maximum(np.linalg.norm(others, axis=1, keepdims=True), 1e-12)
+    return unit @ (source / max(float(np.linalg.norm(source)), 1e-12))
 
 
 def _ranking_pairs(inputs: Any) -> list[Any]:

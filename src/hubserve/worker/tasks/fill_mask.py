@@ -18,6 +18,7 @@ class FillMaskAdapter(PipelineAdapter):
     default_max_batch_size = 32
     parameters = frozenset({"top_k", "targets", "tokenizer_kwargs"})
     parameter_types = {"top_k": POSITIVE_INTEGER, "targets": STRING | STRINGS, "tokenizer_kwargs": OBJECT}
+    runtime_export = ("AutoModelForMaskedLM", ("logits",))
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         super().__init__(model_dir, options)

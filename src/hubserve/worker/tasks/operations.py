@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from hubserve.errors import BadRequest
+from hubserve.worker.backends import RuntimeSession
 from hubserve.worker.tasks.base import TaskAdapter, regroup
 from hubserve.worker.tasks.truncation import leading_text, trailing_text
 
@@ -107,10 +107,14 @@ class Operations(TaskAdapter):
         """The most tokens of one input the model reads, special tokens included."""
         raise NotImplementedError
 
+    # The forward pass over token ids that `encoder_rows` runs: the runtime's, or the torch model's.
+    session: RuntimeSession | None = None
+
     @property
-    def module(self) -> torch.nn.Module:
-        """The torch module holding the weights."""
-        raise NotImplementedError
+    def model_dtype(self) -> str:
+        """What the model computes in ("float32", "bfloat16", ...)."""
+        assert self.session is not None
+        return self.session.dtype
 
     def tokens_per_text(self, prompt: str | None = None) -> int:
         """How many tokens of a text fit besides the special tokens and `prompt`."""
@@ -150,12 +154,8 @@ class Scorer(Operations):
 
     @property
     def classifier(self) -> Any:
-        """The transformers model whose `logits` are the scores."""
+        """The model whose `logits` are the scores (its `config` names the labels)."""
         raise NotImplementedError
-
-    @property
-    def module(self) -> torch.nn.Module:
-        return self.classifier  # type: ignore[no-any-return]
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -165,8 +165,9 @@ class Scorer(Operations):
         groups = [item.inputs for item in items]  # all Score: other requests have other parameters
         truncation = Truncation.of(parameters)
         inputs = [self.cut(truncation, value) for group in groups for value in group]
-        rows, _ = encoder_rows(self.classifier, self.tokenizer, inputs, self.max_input_length,
-                               lambda output, mask: output.logits)
+        assert self.session is not None
+        rows, _ = encoder_rows(self.session, self.tokenizer, inputs, self.max_input_length,
+                               lambda outputs, mask: outputs["logits"])
         return regroup(rows, groups)
 
     def cut(self, truncation: Truncation, value: str | Pair) -> str | Pair:
@@ -183,10 +184,9 @@ class Scorer(Operations):
         return first, second
 
 
-@torch.inference_mode()
-def encoder_rows(model: Any, tokenizer: Any, inputs: Sequence[str | Pair], max_length: int,
-                 read: Callable[[Any, torch.Tensor], torch.Tensor]) -> tuple[np.ndarray, list[int]]:
-    """`read(output, attention mask)` of the model for every text or pair, `CHUNK` texts (then pairs) at a time in
+def encoder_rows(session: RuntimeSession, tokenizer: Any, inputs: Sequence[str | Pair], max_length: int,
+                 read: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """`read(outputs, attention mask)` of the model for every text or pair, `CHUNK` texts (then pairs) at a time in
     order of length (less padding): one float32 row per input, and how many tokens each had."""
     rows: list[np.ndarray] = [np.empty(0)] * len(inputs)
     counts = [0] * len(inputs)
@@ -199,18 +199,19 @@ def encoder_rows(model: Any, tokenizer: Any, inputs: Sequence[str | Pair], max_l
             firsts = [value if isinstance(value, str) else value[0] for value in values]
             seconds = [value[1] for value in values if isinstance(value, tuple)] or None
             encoding = tokenizer(firsts, seconds, padding=True, truncation=True, max_length=max_length,
-                                 return_tensors="pt").to(model.device)
+                                 return_tensors="np")
             mask = encoding["attention_mask"]
-            found = read(model(**encoding), mask).float().cpu().numpy()
-            for index, row, count in zip(chunk, found, mask.sum(dim=1).tolist(), strict=True):
+            found = read(session.run(encoding), mask).astype(np.float32)
+            for index, row, count in zip(chunk, found, mask.sum(axis=1).tolist(), strict=True):
                 rows[index], counts[index] = row, int(count)
     return np.stack(rows), counts
 
 
-def mean_pooled(output: Any, mask: torch.Tensor) -> torch.Tensor:
+def mean_pooled(outputs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
     """The mean of each text's token vectors (its padding left out)."""
-    weights = mask.unsqueeze(-1).to(output.last_hidden_state.dtype)
-    return (output.last_hidden_state * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+    weights = mask[..., None].astype(np.float32)
+    hidden = outputs["last_hidden_state"]
+    return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
 
 
 class PipelineModel:

@@ -13,10 +13,13 @@ import torch
 from transformers import Pipeline
 
 from hubserve.errors import BadRequest
+from hubserve.worker.backends import Export, RuntimeSession, open_runtime
+from hubserve.worker.backends.torch_session import TorchSession
 from hubserve.worker.tasks.base import LoadOptions, TaskAdapter, unused_parameters_message
 from hubserve.worker.tasks.generation import GENERATION_PARAMETERS
 from hubserve.worker.tasks.loading import build_pipeline
 from hubserve.worker.tasks.media import decode_audio, decode_images
+from hubserve.worker.tasks.runtime_pipelines import runtime_pipeline
 from hubserve.worker.tasks.truncation import context_length, cut_texts
 
 # Arguments of `Pipeline.__call__` itself that a request may set.
@@ -58,10 +61,24 @@ class PipelineAdapter(TaskAdapter):
     warmup_parameters: ClassVar[dict[str, Any]] = {}
     # A subclass of the task's pipeline to build instead of it, or None for the task's own.
     pipeline_class: ClassVar[type[Pipeline] | None] = None
+    # What a runtime (ONNX Runtime) may run of this task's model instead of torch: its transformers Auto class and
+    # the output fields the pipeline reads (see runtime_pipelines); None: torch only.
+    runtime_export: ClassVar[tuple[str, tuple[str, ...]] | None] = None
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         super().__init__(model_dir, options)
+        # The forward pass of a protocol route's texts (Operations): the runtime's, or the pipeline's torch model.
+        self.session: RuntimeSession | None = None
+        if self.runtime_export is not None:
+            export = Export(model_dir, *self.runtime_export, options)
+            self.session = open_runtime(self, export)
+            if self.session is not None:
+                self.pipe = runtime_pipeline(self.task, self.session, export.tokenizer, export.config)
+                return
         self.pipe = build_pipeline(self.task, model_dir, options, self.pipeline_class)
+        if self.runtime_export is not None:
+            tokenizer: Any = self.pipe.tokenizer
+            self.session = TorchSession(self.pipe.model, tokenizer.model_input_names, self.runtime_export[1])
 
     @functools.cached_property
     def context_tokens(self) -> int | None:

@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from transformers import AutoModelForQuestionAnswering, BatchEncoding
 
 from hubserve.errors import BadRequest
+from hubserve.worker.backends import Export, RuntimeSession, open_runtime
+from hubserve.worker.backends.torch_session import TorchSession
 from hubserve.worker.tasks.base import LoadOptions, TaskAdapter
-from hubserve.worker.tasks.loading import load_model, load_tokenizer
+from hubserve.worker.tasks.encodings import own_tokens, padded_batch
+from hubserve.worker.tasks.loading import load_model
+
+OUTPUTS = ("start_logits", "end_logits")
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,13 @@ class QuestionAnsweringAdapter(TaskAdapter):
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         super().__init__(model_dir, options)
-        self.tokenizer = load_tokenizer(model_dir, options)
+        export = Export(model_dir, "AutoModelForQuestionAnswering", OUTPUTS, options)
+        self.tokenizer = export.tokenizer
         if not self.tokenizer.is_fast:
             raise ValueError("question-answering needs a fast tokenizer (it maps tokens back to characters)")
-        self.model = load_model(AutoModelForQuestionAnswering, model_dir, options)
+        session = open_runtime(self, export)
+        self.session: RuntimeSession = session or TorchSession(
+            load_model(AutoModelForQuestionAnswering, model_dir, options), self.tokenizer.model_input_names, OUTPUTS)
         self.question_first = self.tokenizer.padding_side == "right"
 
     def predict(self, inputs: Any, parameters: dict[str, Any]) -> Any:
@@ -88,24 +95,13 @@ class QuestionAnsweringAdapter(TaskAdapter):
 
     def logits(self, encodings: list[BatchEncoding]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Start and end logits of each encoding's windows, from one forward with them all padded alike."""
-        names = [name for name in self.tokenizer.model_input_names if name in encodings[0]]
-        width = max(int(encoding["input_ids"].shape[1]) for encoding in encodings)
-        left = self.tokenizer.padding_side == "left"
-        fill = {"input_ids": self.tokenizer.pad_token_id or 0}
-
-        def padded(tensor: torch.Tensor, value: int) -> torch.Tensor:
-            extra = width - tensor.shape[1]
-            return torch.nn.functional.pad(tensor, (extra, 0) if left else (0, extra), value=value)
-
-        batch = {name: torch.cat([padded(encoding[name], fill.get(name, 0)) for encoding in encodings])
-                 for name in names}
-        with torch.inference_mode():
-            output = self.model(**{name: tensor.to(self.model.device) for name, tensor in batch.items()})
-        starts, ends = output.start_logits.float().cpu().numpy(), output.end_logits.float().cpu().numpy()
+        batch, width = padded_batch(self.tokenizer, encodings)
+        output = self.session.run(batch)
+        starts, ends = output["start_logits"], output["end_logits"]
         result, row = [], 0
         for encoding in encodings:
-            rows, columns = encoding["input_ids"].shape
-            kept = slice(width - columns, width) if left else slice(0, columns)
+            rows = encoding["input_ids"].shape[0]
+            kept = own_tokens(self.tokenizer, encoding, width)
             result.append((starts[row:row + rows, kept], ends[row:row + rows, kept]))
             row += rows
         return result
@@ -157,7 +153,7 @@ class QuestionAnsweringAdapter(TaskAdapter):
             stride=stride,
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
-            return_tensors="pt",
+            return_tensors="np",
         )
 
     @staticmethod

@@ -29,6 +29,7 @@ class TextClassificationAdapter(PipelineModel, Scorer, PipelineAdapter):
     parameter_types = {"top_k": INTEGER | NULL, "function_to_apply": FUNCTION_TO_APPLY, "truncation": TRUNCATION,
                        "max_length": POSITIVE_INTEGER, "padding": PADDING}
     warmup_inputs = "warm up"
+    runtime_export = ("AutoModelForSequenceClassification", ("logits",))
 
     def prepare(self, inputs: Any) -> Any:
         pairs = inputs if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict) else [inputs]

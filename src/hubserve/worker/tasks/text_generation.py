@@ -1,6 +1,9 @@
 """text-generation: a causal LM (also GGUF) for prompts or chat messages, through the continuous-batching engine
 (concurrent requests share its batch; streaming too) or, for what the engine does not do, the transformers pipeline.
-Both hold every request to the endpoint's token limits (by default the model's context), as TGI does."""
+Both hold every request to the endpoint's token limits (by default the model's context), as TGI does.
+
+The engine runs the model on torch, or on llama.cpp for a GGUF file (`engine.backend` llamacpp, or auto on the CPU):
+llama.cpp then serves the file's own quantised weights, and requests that only the pipeline implements are refused."""
 
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from jinja2 import TemplateError
-from transformers import GenerationConfig, StoppingCriteriaList, set_seed
+from transformers import GenerationConfig, Pipeline, StoppingCriteriaList, set_seed
 
 from hubserve.errors import BadRequest, HubserveError
+from hubserve.worker.backends.session import BackendUnavailable
 from hubserve.worker.generation import GenerationEngine, GenerationLimits, TokenStream
 from hubserve.worker.generation.answers import Plan, Prompt, answer, tgi_events
 from hubserve.worker.generation.params import (
@@ -28,7 +33,7 @@ from hubserve.worker.generation.params import (
     sampling_params,
     unsupported_settings,
 )
-from hubserve.worker.tasks.base import LoadOptions
+from hubserve.worker.tasks.base import LoadOptions, TaskAdapter
 from hubserve.worker.tasks.generation import (
     GENERATION_PARAMETER_TYPES,
     GENERATION_PARAMETERS,
@@ -164,8 +169,21 @@ class TextGenerationAdapter(PipelineAdapter):
     # Whether `stream_async` works for this model (False when the engine cannot run it).
     supports_streaming: bool = True
 
+    @classmethod
+    def serves_gguf(cls, options: LoadOptions) -> bool:
+        # (Named, on any device: open_llamacpp then says why it cannot.)
+        return options.backend == "llamacpp" or (options.backend == "auto" and options.device == "cpu")
+
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
-        super().__init__(model_dir, options)
+        llama, note = open_llamacpp(model_dir, options, self.pipeline_class)
+        if llama is None:
+            super().__init__(model_dir, options)
+        else:  # no torch pipeline: its weightless stand-in gives the tokenizer, config and generation defaults
+            TaskAdapter.__init__(self, model_dir, options)
+            self.pipe = llama[1]
+            self.backend = "llamacpp"
+        self.backend_note = note
+        self.llama: Any = None if llama is None else llama[0]
         # What the pipeline's generate() calls start from: the model's config, sampling or not as the pipeline
         # defaults to when the model's config does not say (which decides what other parameters are valid).
         self.generation_config = copy.deepcopy(self.pipe.model.generation_config)
@@ -176,24 +194,51 @@ class TextGenerationAdapter(PipelineAdapter):
         context = context_length(self.pipe.model.config, self.pipe.tokenizer)
         env = limits_from_env(os.environ)
         self.limits = GenerationLimits().updated(max_total_tokens=context).updated(**env)
+        self.context_tokens = context
+        # The token limits the endpoint asked for (TGI's variables, the spec): llama.cpp's cache may bound the rest.
+        self.asked_tokens = {name: env[name] for name in ("max_input_tokens", "max_total_tokens") if name in env}
         self.engine: GenerationEngine | None = None
         unsupported = unsupported_settings(resolved_config(self.pipe, self.call_parameters({})))
         if getattr(self.pipe.tokenizer, "response_template", None) is not None:
             unsupported.append("a tokenizer response template")
+        if unsupported and self.llama is not None:
+            raise BackendUnavailable(f"llama.cpp serves through the continuous-batching engine, which does not "
+                                     f"implement what this model sets: {unsupported}")
         if unsupported:
             log.warning("continuous batching is off for this model, which sets %s; using the pipeline", unsupported)
         else:
             tokens: dict[str, Any] = {"max_input_tokens": self.limits.max_input_tokens,
                                       "max_total_tokens": self.limits.max_total_tokens}
-            self.engine = GenerationEngine(self.pipe.model, self.pipe.tokenizer, **{**env, **tokens})
+            self.engine = GenerationEngine(self.pipe.model if self.llama is None else self.llama,
+                                           self.pipe.tokenizer, **{**env, **tokens})
+            self._fit_cache()
         self.supports_streaming = self.engine is not None
 
     def configure_generation(self, **limits: Any) -> None:
         """Set the limits (`GenerationLimits` names: max_input_tokens, max_total_tokens, max_batch_size,
         max_concurrent_requests, ...; see its `updated`); None leaves one as it is."""
         self.limits = self.limits.updated(**limits)
+        self.asked_tokens.update({name: limits[name] for name in ("max_input_tokens", "max_total_tokens")
+                                  if limits.get(name) is not None})
         if self.engine is not None:
             self.engine.configure(**limits)
+            self._fit_cache()
+
+    def _fit_cache(self) -> None:
+        """On llama.cpp: size its cache for the limits, which then say what it holds: fewer rows, or shorter
+        requests than the model's context, when they do not fit its memory (TGI's MAX_BATCH_TOTAL_TOKENS sizes it:
+        tokens of all rows together)."""
+        if self.llama is None or self.engine is None:
+            return
+        budget = os.environ.get("MAX_BATCH_TOTAL_TOKENS", "").strip()
+        asked_total = self.asked_tokens.get("max_total_tokens")
+        shape = self.llama.fit(self.limits.max_batch_size, asked_total, int(budget) if budget else None)
+        self.llama.reshape(shape)
+        total = min(asked_total or self.context_tokens or shape.row_tokens, shape.row_tokens)
+        inputs = min(self.asked_tokens.get("max_input_tokens", total), total - 1)
+        fitted = {"max_batch_size": shape.rows, "max_total_tokens": total, "max_input_tokens": inputs}
+        self.limits = self.limits.updated(**fitted)
+        self.engine.configure(**fitted)
 
     def prepare(self, inputs: Any) -> Any:
         if isinstance(inputs, dict) and "messages" in inputs:
@@ -237,6 +282,7 @@ class TextGenerationAdapter(PipelineAdapter):
         """`predict` from an event loop: concurrent calls share the engine's batch."""
         self.check_parameters(parameters)
         if self.engine is None or not self._engine_takes(parameters):
+            self._refuse_pipeline(parameters)
             cancelled = threading.Event()  # the caller went away (its timeout): stop generating for it
             call = functools.partial(self._pipeline_predict, inputs, parameters, cancelled)
             try:
@@ -280,6 +326,8 @@ class TextGenerationAdapter(PipelineAdapter):
                 self.engine.grammars.prepare()
                 return
             except HubserveError as exc:  # e.g. a model whose cache the engine cannot batch
+                if self.llama is not None:  # no pipeline to fall back on
+                    raise
                 log.warning("continuous batching is off for this model (%s); using the pipeline", exc)
                 self.engine.stop()
                 self.engine, self.supports_streaming = None, False
@@ -294,6 +342,7 @@ class TextGenerationAdapter(PipelineAdapter):
         (the answer then goes nowhere)."""
         if cancelled is not None and cancelled.is_set():  # cancelled while waiting for the generation thread
             return None
+        self._refuse_pipeline(parameters)
         parameters = self._pipeline_parameters(parameters)
         if parameters.get("seed") is not None:
             set_seed(_seed(parameters["seed"]))
@@ -303,6 +352,12 @@ class TextGenerationAdapter(PipelineAdapter):
         if cancelled is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([UntilCancelled(cancelled)])
         return plain(self.pipe(self.prepare(inputs), bounds=bounds, **kwargs))
+
+    def _refuse_pipeline(self, parameters: dict[str, Any]) -> None:
+        """A BadRequest when a request needs the pipeline and llama.cpp serves the model (it has no pipeline)."""
+        if self.llama is not None:
+            others = sorted(set(parameters) - ENGINE_PARAMETERS)
+            raise BadRequest(f"this model runs on llama.cpp, which does not implement these parameters: {others}")
 
     def _pipeline_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """`parameters` without the engine's own settings, which must be at their neutral values: the pipeline
@@ -398,6 +453,39 @@ class TextGenerationAdapter(PipelineAdapter):
                 stream.cancel()
             raise
         return streams
+
+
+def open_llamacpp(model_dir: Path, options: LoadOptions,
+                  pipeline_class: type[Pipeline] | None) -> tuple[tuple[Any, Pipeline] | None, str | None]:
+    """llama.cpp's model and the weightless pipeline beside it, when llama.cpp serves (`backend` llamacpp, or auto
+    for a GGUF file on the CPU); else None, and why torch serves a model auto meant for llama.cpp. A model asked to
+    run on llama.cpp that cannot fails here, with the reason."""
+    asked = options.backend == "llamacpp"
+    if options.backend not in ("auto", "llamacpp"):
+        return None, None
+    if options.gguf_file is None or options.device != "cpu":
+        if not asked:
+            return None, None
+        why = "a GGUF file" if options.gguf_file is None else f"the CPU; this endpoint's device is {options.device}"
+        raise BackendUnavailable(f"engine.backend llamacpp serves {why}")
+    try:
+        from hubserve.worker.generation.gguf_pipeline import tokenizer_mismatch, weightless_pipeline
+        from hubserve.worker.generation.llamacpp import LlamaCppModel
+
+        model = LlamaCppModel(model_dir / options.gguf_file, threads=torch.get_num_threads())
+        pipe = weightless_pipeline(model_dir, options, pipeline_class, model.eos_ids)
+        mismatch = tokenizer_mismatch(pipe.tokenizer, model.tokenize)
+        if mismatch is not None:
+            raise BackendUnavailable(mismatch)
+    except Exception as exc:  # llama.cpp missing, or refusing the file, in any way: torch serves, or the load fails
+        reason = str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
+        if asked:
+            raise BackendUnavailable(f"engine.backend llamacpp cannot serve this model: {reason}") from exc
+        note = f"llama.cpp could not serve this model, so torch does: {reason}"
+        log.warning("%s", note)
+        return None, note
+    log.info("text-generation runs on llama.cpp (%s, %d threads)", options.gguf_file, model.threads)
+    return (model, pipe), None
 
 
 def _neutral(value: Any, neutral: tuple[Any, ...]) -> bool:

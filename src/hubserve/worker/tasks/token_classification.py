@@ -19,6 +19,7 @@ class TokenClassificationAdapter(PipelineAdapter):
     parameter_types = {"aggregation_strategy": one_of("none", "simple", "first", "average", "max"),
                        "ignore_labels": STRINGS, "stride": INTEGER}
     warmup_inputs = "My name is Sarah and I live in London"
+    runtime_export = ("AutoModelForTokenClassification", ("logits",))
 
     def prepare(self, inputs: Any) -> Any:
         return require_texts(inputs)

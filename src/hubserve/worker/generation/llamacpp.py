@@ -1,0 +1,369 @@
+"""A GGUF file on llama.cpp as the scheduler's `BatchModel`: its own quantised weights, one `llama_context` with
+one sequence per row, driven through llama-cpp-python's low-level API. The scheduler keeps doing everything else
+(continuous batching, sampling, stop strings, grammars, streaming, cancellation): llama.cpp runs the forwards and
+hands back logits.
+
+Every row's logits are bit for bit those of llama.cpp running that request alone (`Llama(...)`'s defaults), whatever
+else is in the batch, because each computes as it would there:
+- each sequence has a KV cache of its own (llama.cpp's non-unified cache: one stream per sequence), emptied before
+  the next row takes it, so a row's tokens sit where a fresh context puts them;
+- flash attention is off: its kernels change with the batch (and a cache shared by all rows changes the order
+  attention adds up in);
+- each prompt is prefilled on its own, in the same pieces as llama.cpp's (512 tokens from its start): a matrix
+  product over one token runs other kernels than one over several.
+A decode step's rows are handed to llama.cpp in the order of their sequence ids, and rows take the lowest free ids:
+llama.cpp decodes a run of consecutive sequences in one pass, and one pass more for each gap.
+
+Rows that share a prompt prefix copy its sequence's cache; a long prompt's chunks build up a sequence the row then
+adopts. Sequences of rows and prefixes that go away are emptied on the generation thread, at the next forward.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import heapq
+import logging
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import llama_cpp._utils
+import numpy as np
+import torch
+
+from hubserve.worker.generation.batch import PAD, left_padded
+
+log = logging.getLogger("hubserve.worker.generation")
+
+# Tokens in one llama_decode (llama.cpp's n_batch and n_ubatch, and `Llama(...)`'s): a step's rows, or one piece of
+# a prompt; prompts are prefilled in pieces of this size from their start, as llama.cpp's own generation does.
+FORWARD_TOKENS = 512
+# Sequences beyond the rows: the kept shared prefix, and a long prompt being prefilled in chunks.
+SPARE_SEQUENCES = 2
+# llama.cpp's most sequences in one context (LLAMA_MAX_SEQ).
+MAX_SEQUENCES = 256
+# The KV cache of all sequences together, unless TGI's MAX_BATCH_TOTAL_TOKENS sizes it: each sequence holds a
+# request's longest (max_total_tokens), so that many rows fit, or, where max_total_tokens was left to the model's
+# context, as many tokens per row as fit (at least MIN_ROW_TOKENS) beside max_batch_size rows.
+KV_CACHE_BYTES = 2 << 30
+MIN_ROW_TOKENS = 2048
+KV_PADDING = 256  # llama.cpp pads the cache it attends to: rows hold a multiple of it
+
+# llama-cpp-python opens os.devnull twice on import and never closes it: closed at exit, not left to a ResourceWarning.
+for _devnull in (llama_cpp._utils.outnull_file, llama_cpp._utils.errnull_file):
+    atexit.register(_devnull.close)
+
+
+class LlamaCppError(RuntimeError):
+    """llama.cpp refused a model file or a forward."""
+
+
+@dataclass(frozen=True)
+class CacheShape:
+    """How many rows the context decodes together, and the most tokens (prompt and generated) each holds."""
+
+    rows: int
+    row_tokens: int
+
+
+class Sequences:
+    """One context's sequence ids: taken by rows and prefixes, given back from any thread (a finalizer), emptied
+    on the generation thread by `flush`."""
+
+    def __init__(self, memory: Any, count: int) -> None:
+        self.memory = memory
+        self.free = list(range(count))  # a heap: the lowest ids are taken first
+        self.released: deque[int] = deque()
+
+    def take(self, count: int) -> list[int]:
+        self.flush()
+        if count > len(self.free):
+            raise LlamaCppError(f"no free llama.cpp sequence for {count} more rows")
+        return [heapq.heappop(self.free) for _ in range(count)]
+
+    def release(self, seqs: list[int]) -> None:
+        """Give back `seqs` (emptying the list: its owner holds none any more)."""
+        self.released.extend(seqs)
+        seqs.clear()
+
+    def flush(self) -> None:
+        while self.released:
+            seq = self.released.popleft()
+            llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+            heapq.heappush(self.free, seq)
+
+
+@dataclass
+class LlamaPrefix:
+    """Prompt tokens held in a sequence of their own (`seqs`: its id, until it goes) of one context."""
+
+    token_ids: tuple[int, ...]
+    seqs: list[int] = field(repr=False)
+    owner: Sequences = field(repr=False)
+
+
+class LlamaBatch:
+    """Rows decoded together: row i is sequence `seqs[i]`, holding `positions[i]` tokens. `token_ids` as the torch
+    batch keeps them (left-padded with -1, the token each row feeds next last), for the penalties. Its sequences go
+    back to `owner` as rows leave, and when it goes."""
+
+    def __init__(self, seqs: list[int], positions: np.ndarray, token_ids: torch.Tensor, owner: Sequences) -> None:
+        self.seqs = seqs
+        self.positions = positions
+        self.token_ids = token_ids
+        self.owner = owner
+        weakref.finalize(self, owner.release, seqs)
+
+    @property
+    def size(self) -> int:
+        return len(self.seqs)
+
+    def append(self, tokens: torch.Tensor) -> None:
+        self.token_ids = torch.cat([self.token_ids, tokens[:, None]], dim=1)
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep only `rows` (in that order): the others' sequences go, and the columns that are padding in every
+        row kept."""
+        index = list(rows)
+        kept = set(index)
+        self.owner.release([seq for row, seq in enumerate(self.seqs) if row not in kept])
+        self.seqs[:] = [self.seqs[row] for row in index]  # in place: the finalizer's list
+        self.positions = self.positions[index]
+        token_ids = self.token_ids[index]
+        self.token_ids = token_ids[:, int((token_ids != PAD).any(dim=0).int().argmax()):]
+
+    def extend(self, other: LlamaBatch) -> None:
+        """Take `other`'s rows after these."""
+        width = max(self.token_ids.shape[1], other.token_ids.shape[1])
+        self.token_ids = left_padded([self.token_ids, other.token_ids], width, PAD)
+        self.positions = np.concatenate([self.positions, other.positions])
+        self.seqs.extend(other.seqs)
+        other.seqs.clear()
+
+
+class Weights:
+    """A loaded llama_model, freed when it goes (after every context over it: each holds it)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        if model:
+            weakref.finalize(self, llama_cpp.llama_model_free, model)
+
+
+class LlamaCppModel:
+    """A GGUF file loaded by llama.cpp on the CPU: the scheduler's `BatchModel`. Its context is made at the first
+    forward for the last `reshape`, and made again (when no row is running) for a new one."""
+
+    device = torch.device("cpu")
+    step_tokens = FORWARD_TOKENS
+
+    def __init__(self, path: Path, threads: int) -> None:
+        llama_cpp.llama_backend_init()
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's chatter on stderr
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0
+        self.name = path.name
+        self.threads = threads
+        self.weights = Weights(llama_cpp.llama_model_load_from_file(str(path).encode(), params))
+        if not self.weights.model:
+            raise LlamaCppError(f"llama.cpp could not load {path.name}")
+        self.model = self.weights.model
+        self.vocab = vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(vocab))
+        self.context_tokens = int(llama_cpp.llama_model_n_ctx_train(self.model))
+        # The GGUF's end-of-generation tokens: where llama.cpp's own generation stops.
+        self.eos_ids = tuple(token for token in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(vocab, token))
+        self.shape = CacheShape(1, min(self.context_tokens, MIN_ROW_TOKENS))
+        self.context: Context | None = None
+        self._batches: weakref.WeakSet[LlamaBatch] = weakref.WeakSet()
+
+    def tokenize(self, text: str) -> list[int]:
+        """llama.cpp's tokens for `text` (special tokens parsed, none added)."""
+        data = text.encode()
+        size = len(data) + 1
+        while True:
+            tokens = (llama_cpp.llama_token * size)()
+            count = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, size, False, True)
+            if count >= 0:
+                return list(tokens[:count])
+            size = -count
+
+    def bytes_per_token(self) -> int:
+        """The KV cache one token takes (keys and values of every layer, 16 bits each)."""
+        model = self.model
+        heads = max(llama_cpp.llama_model_n_head(model), 1)
+        head_size = llama_cpp.llama_model_n_embd(model) // heads
+        return max(llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_size * 4, 1)
+
+    def fit(self, max_batch_size: int, max_total_tokens: int | None, total_tokens: int | None = None) -> CacheShape:
+        """The cache shape for these limits: `max_total_tokens` per row (None: the model's context, or less) and
+        up to `max_batch_size` rows, within `total_tokens` for all (None: what KV_CACHE_BYTES holds)."""
+        budget = total_tokens if total_tokens is not None else KV_CACHE_BYTES // self.bytes_per_token()
+        sequences = min(max_batch_size, MAX_SEQUENCES - SPARE_SEQUENCES) + SPARE_SEQUENCES
+        if max_total_tokens is None:
+            row_tokens = min(self.context_tokens, max(MIN_ROW_TOKENS, budget // sequences))
+        else:
+            row_tokens = min(self.context_tokens, max_total_tokens)
+        row_tokens = max(KV_PADDING, row_tokens // KV_PADDING * KV_PADDING)
+        rows = max(1, min(sequences, budget // row_tokens) - SPARE_SEQUENCES)
+        return CacheShape(rows, row_tokens)
+
+    def reshape(self, shape: CacheShape) -> None:
+        self.shape = shape
+
+    def prefill(self, prompts: Sequence[Sequence[int]], prefix: LlamaPrefix | None = None,
+                adopt: bool = False) -> tuple[LlamaBatch, torch.Tensor]:
+        context = self._context()
+        sequences = context.sequences
+        if prefix is not None and prefix.owner is not sequences:  # made in a context since replaced: recompute
+            prefix = None
+        if prefix is not None and adopt:
+            seqs = list(prefix.seqs)
+            prefix.seqs.clear()
+        else:
+            seqs = sequences.take(len(prompts))
+        batch = LlamaBatch(seqs, np.array([len(prompt) for prompt in prompts], dtype=np.int32),
+                           left_padded([torch.tensor([list(prompt)]) for prompt in prompts],
+                                       max(len(prompt) for prompt in prompts), PAD), sequences)
+        self._batches.add(batch)
+        logits = np.empty((len(prompts), self.vocab_size), dtype=np.float32)
+        for row, (prompt, seq) in enumerate(zip(prompts, seqs, strict=True)):
+            start = 0 if prefix is None else len(prefix.token_ids)
+            if prefix is not None and not adopt:
+                if prefix_splits_alike(start, len(prompt)):
+                    llama_cpp.llama_memory_seq_cp(sequences.memory, prefix.seqs[0], seq, -1, -1)
+                else:
+                    start = 0
+            logits[row] = context.prefill(prompt, start, seq, output=True)
+        return batch, torch.from_numpy(logits)
+
+    def decode(self, batch: LlamaBatch) -> torch.Tensor:
+        logits = self._context().decode(batch.token_ids[:, -1].numpy().astype(np.int32), batch.positions,
+                                        np.asarray(batch.seqs, dtype=np.int32))
+        batch.positions = batch.positions + 1
+        return logits
+
+    def prefix(self, token_ids: Sequence[int], after: LlamaPrefix | None = None) -> LlamaPrefix:
+        context = self._context()
+        sequences = context.sequences
+        if after is not None and after.owner is sequences:
+            seqs, done = list(after.seqs), after.token_ids
+            after.seqs.clear()  # used up: its sequence is the new prefix's
+        else:  # none, or one made in a context since replaced: all computed here
+            seqs, done = sequences.take(1), ()
+        prefix = LlamaPrefix((*(after.token_ids if after is not None else ()), *token_ids), seqs, sequences)
+        weakref.finalize(prefix, sequences.release, seqs)
+        context.prefill(prefix.token_ids, len(done), seqs[0], output=False)
+        return prefix
+
+    def _context(self) -> Context:
+        """The context for the current shape (made again only when no row is running)."""
+        current = self.context
+        if current is None or (current.shape != self.shape and not self._batches):
+            self.context = None  # the old one goes first: its cache's memory with it
+            self.context = Context(self, self.shape)
+            if current is not None:
+                log.info("llama.cpp context resized from %s to %s", current.shape, self.shape)
+            return self.context
+        return current
+
+
+class Context:
+    """One llama_context in a shape, and its forwards (a prompt's pieces, a step's rows) through one `llama_batch`
+    whose arrays are numpy's (filled without a Python loop)."""
+
+    def __init__(self, model: LlamaCppModel, shape: CacheShape) -> None:
+        sequences = shape.rows + SPARE_SEQUENCES
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = sequences * shape.row_tokens
+        params.n_batch = params.n_ubatch = FORWARD_TOKENS
+        params.n_seq_max = sequences
+        params.n_threads = params.n_threads_batch = model.threads
+        params.kv_unified = False
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        self.context = llama_cpp.llama_init_from_model(model.model, params)
+        if not self.context:
+            raise LlamaCppError(f"llama.cpp could not make a context of {sequences} x {shape.row_tokens} tokens for "
+                                f"{model.name}")
+        weakref.finalize(self, llama_cpp.llama_free, self.context)
+        self.weights = model.weights
+        self.shape = shape
+        self.vocab_size = model.vocab_size
+        self.sequences = Sequences(llama_cpp.llama_get_memory(self.context), sequences)
+        size = FORWARD_TOKENS  # at least MAX_SEQUENCES: a step's rows fit
+        self.token = np.zeros(size, dtype=np.int32)
+        self.pos = np.zeros(size, dtype=np.int32)
+        self.n_seq_id = np.ones(size, dtype=np.int32)
+        self.seq = np.zeros(size, dtype=np.int32)
+        self.output = np.zeros(size, dtype=np.int8)
+        int_p = ctypes.POINTER(ctypes.c_int32)
+        base = self.seq.ctypes.data
+        self.seq_ptrs = (int_p * size)(*[ctypes.cast(base + 4 * i, int_p) for i in range(size)])
+        self.batch = llama_cpp.llama_batch(
+            n_tokens=0,
+            token=self.token.ctypes.data_as(int_p),
+            embd=None,
+            pos=self.pos.ctypes.data_as(int_p),
+            n_seq_id=self.n_seq_id.ctypes.data_as(int_p),
+            seq_id=ctypes.cast(self.seq_ptrs, ctypes.POINTER(int_p)),
+            logits=self.output.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+
+    def prefill(self, prompt: Sequence[int], start: int, seq: int, output: bool) -> np.ndarray | None:
+        """Decode `prompt[start:]` into sequence `seq` (which holds `prompt[:start]`), a piece of FORWARD_TOKENS
+        from the prompt's start at a time; the last token's logits (a view of llama.cpp's buffer, valid until the
+        next forward) when `output`."""
+        self.sequences.flush()
+        logits = None
+        ends = [*range((start // FORWARD_TOKENS + 1) * FORWARD_TOKENS, len(prompt), FORWARD_TOKENS), len(prompt)]
+        for end in ends:
+            count = end - start
+            self.token[:count] = prompt[start:end]
+            self.pos[:count] = np.arange(start, end, dtype=np.int32)
+            self.seq[:count] = seq
+            self.output[:count] = 0
+            self.output[count - 1] = output and end == len(prompt)
+            self._decode(count)
+            start = end
+        if output:
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.context), shape=(self.vocab_size,))
+        return logits
+
+    def decode(self, tokens: np.ndarray, positions: np.ndarray, seqs: np.ndarray) -> torch.Tensor:
+        """Decode one token for each row (sequence `seqs[i]`, at `positions[i]`): every row's logits, in order (a
+        view of llama.cpp's buffer when the rows are in sequence order: valid until the next forward)."""
+        self.sequences.flush()
+        count = len(tokens)
+        order = np.argsort(seqs, kind="stable")
+        self.token[:count] = tokens[order]
+        self.pos[:count] = positions[order]
+        self.seq[:count] = seqs[order]
+        self.output[:count] = 1
+        self._decode(count)
+        logits = torch.from_numpy(np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.context),
+                                                        shape=(count, self.vocab_size)))
+        if (order == np.arange(count)).all():
+            return logits
+        return logits[torch.from_numpy(np.argsort(order))]
+
+    def _decode(self, count: int) -> None:
+        self.batch.n_tokens = count
+        code = llama_cpp.llama_decode(self.context, self.batch)
+        if code != 0:
+            raise LlamaCppError(f"llama_decode failed: {DECODE_ERRORS.get(code, code)}")
+
+
+def prefix_splits_alike(start: int, length: int) -> bool:
+    """Whether a prompt of `length` tokens prefilled after a prefix of `start` (in pieces of FORWARD_TOKENS from its
+    start) has no piece of one token where llama.cpp's own prefill (pieces from 0) has several: its first piece."""
+    first = min(length, (start // FORWARD_TOKENS + 1) * FORWARD_TOKENS) - start
+    return first > 1 or start % FORWARD_TOKENS == 0
+
+
+DECODE_ERRORS = {1: "no room in the KV cache", 2: "aborted", -1: "invalid input batch"}

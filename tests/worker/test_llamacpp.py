@@ -1,0 +1,301 @@
+"""The llama.cpp backend on the real SmolLM2 Q4_1 GGUF: greedy answers equal llama.cpp's own generation token for
+token, alone and while requests of different lengths join and leave the batch (prompts sharing a prefix, a long
+prompt prefilled in chunks); sequences are freed when rows end or are cancelled; and the adapter's side: the backend
+choice and its fallback, the cache sized to the limits, seeds, stop strings, grammars."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from hubserve.errors import BadRequest
+from hubserve.worker.backends.session import BackendUnavailable
+from hubserve.worker.generation import GenerationEngine, SamplingParams
+from hubserve.worker.generation.gguf_pipeline import tokenizer_mismatch
+from hubserve.worker.generation.llamacpp import CacheShape, LlamaCppModel
+from hubserve.worker.generation.scheduler import Outbox, Request, Scheduler
+from hubserve.worker.generation.types import GenerationLimits
+from hubserve.worker.tasks import LoadOptions, adapter_class
+from hubserve.worker.tasks.text_generation import TextGenerationAdapter
+from llama_reference import SMOLLM_FILE, SMOLLM_FOLDER, SMOLLM_GGUF, llama_greedy, llama_tokens
+from tiny_models import TINY_GGUF_FILE
+
+torch.set_num_threads(1)
+
+SYSTEM = ("<|im_start|>system\nYou are a helpful assistant. You answer questions about geography, history and "
+          "science in a few sentences.<|im_end|>\n")
+QUESTIONS = ["What is the capital of France?", "Why is the sky blue?", "Name three rivers in Africa.", "Hi"]
+
+
+def chat(question: str) -> str:
+    return f"{SYSTEM}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def llama() -> LlamaCppModel:
+    model = LlamaCppModel(SMOLLM_GGUF, threads=2)
+    model.reshape(CacheShape(rows=8, row_tokens=2048))
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return AutoTokenizer.from_pretrained(SMOLLM_FOLDER, gguf_file=SMOLLM_FILE)
+
+
+@pytest.fixture(scope="module")
+def smollm() -> Iterator[TextGenerationAdapter]:
+    loaded = adapter_class("text-generation")(SMOLLM_FOLDER, LoadOptions(gguf_file=SMOLLM_FILE))
+    assert isinstance(loaded, TextGenerationAdapter) and loaded.engine is not None
+    yield loaded
+    loaded.engine.stop()
+
+
+def free_sequences(model: LlamaCppModel) -> int:
+    assert model.context is not None
+    model.context.sequences.flush()
+    return len(model.context.sequences.free)
+
+
+def step_through(scheduler: Scheduler, arrivals: dict[int, list[Request]], total: int) -> int:
+    """Step `scheduler`, letting `arrivals[step]` in at each step, until `total` requests ended; the steps taken."""
+    step = 0
+    while step < 400 and sum(request.done for group in arrivals.values() for request in group) < total:
+        scheduler.step(arrivals.get(step, []))
+        step += 1
+    return step
+
+
+# --- the model under the scheduler ---------------------------------------------------------------------------------
+
+
+def test_one_request_equals_llama_cpp(llama: LlamaCppModel, tokenizer: Any) -> None:
+    engine = GenerationEngine(llama, tokenizer)
+    try:
+        prompt = llama_tokens(chat(QUESTIONS[1]))
+        result = asyncio.run(engine.generate(prompt, SamplingParams(max_new_tokens=64)))
+    finally:
+        engine.stop()
+    assert result.token_ids == llama_greedy(prompt, 64)
+    assert result.text == tokenizer.decode(result.token_ids, skip_special_tokens=True) and len(result.text) > 40
+
+
+def test_requests_joining_and_leaving_equal_llama_cpp(llama: LlamaCppModel, tokenizer: Any) -> None:
+    left = 0
+
+    def publish(outbox: Outbox, ended: int) -> None:
+        nonlocal left
+        left += ended
+
+    free = free_sequences(llama)
+    limits = GenerationLimits(max_batch_size=8, max_prefill_tokens=512, prefill_chunk_tokens=512)
+    scheduler = Scheduler(llama, tokenizer, limits, publish)
+    long_prompt = llama_tokens("The history of the river Nile. " * 110)[:700]  # two chunks: 512, then 188
+    prompts = [llama_tokens(chat(question)) for question in QUESTIONS] + [long_prompt, llama_tokens("Once upon")]
+    lengths = [40, 23, 31, 12, 9, 27]
+
+    def request(index: int) -> Request:
+        return Request(prompts[index], SamplingParams(max_new_tokens=lengths[index]), llama.eos_ids, tokenizer, None)
+
+    requests = [request(index) for index in range(len(prompts))]
+    # Three sharing the system prompt at once; a long one while they decode; then one more with the prefix, and one
+    # without it.
+    arrivals = {0: requests[:3], 2: requests[4:5], 5: requests[3:4], 9: requests[5:]}
+    step_through(scheduler, arrivals, len(requests))
+    assert left == len(requests) and not scheduler.busy
+    for prompt, length, done in zip(prompts, lengths, requests, strict=True):
+        assert done.token_ids == llama_greedy(prompt, length)
+    counters = scheduler.counters
+    assert counters["prefix_tokens_reused"] > 0 and counters["prefill_chunks"] == 1 and counters["max_batch_size"] >= 4
+    scheduler.prefix = None  # the kept prefix's sequence goes too
+    assert free_sequences(llama) == free
+
+
+def test_a_cancelled_stream_frees_its_sequence(llama: LlamaCppModel, tokenizer: Any) -> None:
+    engine = GenerationEngine(llama, tokenizer)
+
+    async def main() -> list[int]:
+        prompt = llama_tokens(chat(QUESTIONS[0]))
+        stream = engine.open(prompt, SamplingParams(max_new_tokens=500, min_new_tokens=500))
+        await stream.__anext__()
+        held = free_sequences_now()
+        await stream.aclose()
+        deadline = time.monotonic() + 10
+        while engine.counters["cancelled"] == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        after = (await engine.generate(prompt, SamplingParams(max_new_tokens=3))).token_ids
+        return [held, free_sequences_now(), len(after)]
+
+    def free_sequences_now() -> int:
+        return len(llama.context.sequences.free) if llama.context is not None else 0
+
+    try:
+        before = free_sequences(llama)
+        held, after, generated = asyncio.run(main())
+    finally:
+        engine.stop()
+    assert held == before - 1 and generated == 3 and after >= held
+    assert engine.counters["cancelled"] == 1 and free_sequences(llama) == before
+
+
+def test_the_cache_is_shaped_by_the_limits(llama: LlamaCppModel) -> None:
+    per_token = llama.bytes_per_token()
+    assert per_token == 30 * 3 * 64 * 4  # SmolLM2-135M: 30 layers, 3 KV heads of 64, keys and values in 16 bits
+    assert llama.fit(16, None, total_tokens=18 * 4096) == CacheShape(rows=16, row_tokens=4096)
+    assert llama.fit(32, None, total_tokens=18 * 4096) == CacheShape(rows=32, row_tokens=2048)  # at least 2048
+    assert llama.fit(32, 8192, total_tokens=18 * 4096) == CacheShape(rows=7, row_tokens=8192)  # fewer rows
+    assert llama.fit(4, None, total_tokens=10**9) == CacheShape(rows=4, row_tokens=8192)  # the model's context
+
+
+# --- the adapter -----------------------------------------------------------------------------------------------------
+
+
+def test_auto_serves_a_gguf_on_llama_cpp_with_the_files_tokenizer(smollm: TextGenerationAdapter) -> None:
+    assert smollm.backend == "llamacpp" and smollm.backend_note is None
+    assert smollm.llama is not None and smollm.limits.max_total_tokens == smollm.llama.shape.row_tokens
+    assert not any(parameter.device.type != "meta" for parameter in smollm.pipe.model.parameters())
+    assert tokenizer_mismatch(smollm.pipe.tokenizer, smollm.llama.tokenize) is None
+    greedy = {"max_new_tokens": 32, "do_sample": False, "return_full_text": False}
+    answer = smollm.predict([{"role": "user", "content": QUESTIONS[0]}], greedy)
+    prompt = llama_tokens(smollm.render_chat([{"role": "user", "content": QUESTIONS[0]}]))
+    reply = answer[0]["generated_text"]
+    assert reply == smollm.pipe.tokenizer.decode(llama_greedy(prompt, 32), skip_special_tokens=True)
+    with pytest.raises(BadRequest, match=r"llama\.cpp, which does not implement these parameters: \['num_beams'\]"):
+        smollm.predict("Hello", {"num_beams": 2})
+
+
+def test_seeds_stop_strings_and_lengths(smollm: TextGenerationAdapter) -> None:
+    def run(prompt: str, **parameters: Any) -> Any:
+        return asyncio.run(smollm.predict_async(prompt, {"return_full_text": False, **parameters}))[0]
+
+    sampled = {"do_sample": True, "temperature": 1.3, "top_k": 50, "top_p": 0.95, "max_new_tokens": 24}
+    prompt = chat("Tell me a story.")
+    one, same, other = run(prompt, seed=7, **sampled), run(prompt, seed=7, **sampled), run(prompt, seed=8, **sampled)
+    assert one == same and one != other
+    stopped = smollm.predict("The capital of France is", {"max_new_tokens": 40, "do_sample": False, "stop": ["."],
+                                                           "details": True, "return_full_text": False})
+    assert stopped[0]["generated_text"].endswith(".") and stopped[0]["generated_text"].count(".") == 1
+    events = asyncio.run(collect(smollm, "Once upon a time", {"max_new_tokens": 7, "do_sample": False}))
+    assert len(events) == 7 and events[-1]["details"]["finish_reason"] == "length"
+
+
+async def collect(adapter: TextGenerationAdapter, inputs: Any, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    return [event async for event in await adapter.stream_async(inputs, parameters)]
+
+
+def test_json_schema_answers_validate(smollm: TextGenerationAdapter) -> None:
+    text = {"type": "string", "maxLength": 40}
+    schema = {"type": "object", "additionalProperties": False, "required": ["city", "country"],
+              "properties": {"city": text, "country": text}}
+    grammar = {"type": "json_schema", "value": {"name": "place", "schema": schema}}
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(
+            smollm.predict_async([{"role": "user", "content": question}], {"max_new_tokens": 60, "grammar": grammar})
+            for question in ["What is the capital of France?", "What is the capital of Japan?"])))
+
+    answers = asyncio.run(main())
+    for answer in answers:
+        jsonschema.validate(json.loads(answer[0]["generated_text"][-1]["content"]), schema)
+
+
+def test_backend_choice(tiny_model: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    gguf = tiny_model("text-generation-gguf")
+    on_llama = adapter_class("text-generation")(gguf, LoadOptions(gguf_file=TINY_GGUF_FILE))
+    on_torch = adapter_class("text-generation")(gguf, LoadOptions(gguf_file=TINY_GGUF_FILE, backend="torch"))
+    assert on_llama.backend == "llamacpp" and on_torch.backend == "torch" and on_torch.backend_note is None
+    greedy = {"max_new_tokens": 12, "do_sample": False}
+    assert on_llama.predict("Hello world", greedy) == on_torch.predict("Hello world", greedy)  # float32 weights
+    with pytest.raises(BackendUnavailable, match="engine.backend llamacpp serves a GGUF file"):
+        adapter_class("text-generation")(tiny_model("text-generation"), LoadOptions(backend="llamacpp"))
+    with pytest.raises(BackendUnavailable, match="serves the CPU; this endpoint's device is cuda"):
+        adapter_class("text-generation")(gguf, LoadOptions(gguf_file=TINY_GGUF_FILE, backend="llamacpp",
+                                                           device="cuda"))
+    # Without llama.cpp: auto falls back to torch and says why; asking for llama.cpp fails.
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    monkeypatch.delitem(sys.modules, "hubserve.worker.generation.llamacpp")
+    fallback = adapter_class("text-generation")(gguf, LoadOptions(gguf_file=TINY_GGUF_FILE))
+    assert fallback.backend == "torch" and "llama.cpp could not serve this model, so torch does" in str(
+        fallback.backend_note) and "llama_cpp" in str(fallback.backend_note)
+    assert fallback.predict("Hello world", greedy) == on_torch.predict("Hello world", greedy)
+    with pytest.raises(BackendUnavailable, match="engine.backend llamacpp cannot serve this model: .*llama_cpp"):
+        adapter_class("text-generation")(gguf, LoadOptions(gguf_file=TINY_GGUF_FILE, backend="llamacpp"))
+
+
+def test_a_tokenizer_that_splits_otherwise_is_refused(llama: LlamaCppModel, tiny_model: Callable[[str], Path]) -> None:
+    other = AutoTokenizer.from_pretrained(tiny_model("text-generation"))
+    assert "into other tokens than llama.cpp's" in str(tokenizer_mismatch(other, llama.tokenize))
+
+
+def test_limits_follow_the_cache(tiny_model: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_BATCH_TOTAL_TOKENS", "2048")
+    gguf = tiny_model("text-generation-gguf")
+    adapter = adapter_class("text-generation")(gguf, LoadOptions(gguf_file=TINY_GGUF_FILE))
+    assert isinstance(adapter, TextGenerationAdapter) and adapter.llama is not None
+    # 2048 tokens hold two rows of the tiny model's whole context (512) beside the two spare sequences.
+    assert adapter.llama.shape == CacheShape(rows=2, row_tokens=512)
+    assert (adapter.limits.max_batch_size, adapter.limits.max_total_tokens, adapter.limits.max_input_tokens) == (
+        2, 512, 511)
+    adapter.configure_generation(max_batch_size=1, max_total_tokens=256)
+    assert adapter.llama.shape == CacheShape(rows=1, row_tokens=256) and adapter.limits.max_input_tokens == 255
+    with pytest.raises(BadRequest, match="must be <= 256"):
+        adapter.predict("Hello", {"max_new_tokens": 300})
+    assert adapter.predict("Hello", {"max_new_tokens": 4, "do_sample": False})  # the context is made again
+    assert adapter.llama.context is not None and adapter.llama.context.shape == CacheShape(rows=1, row_tokens=256)
+
+
+def test_a_prefix_outlives_a_resized_context(tiny_model: Callable[[str], Path]) -> None:
+    model = LlamaCppModel(tiny_model("text-generation-gguf") / TINY_GGUF_FILE, threads=1)
+    model.reshape(CacheShape(rows=2, row_tokens=256))
+    prompt = list(range(10, 60))
+    expected = model.prefill([prompt])[1][0].clone()
+    prefix = model.prefix(prompt[:20])
+    assert torch.equal(model.prefill([prompt], prefix)[1][0], expected)
+    model.reshape(CacheShape(rows=3, row_tokens=512))
+    running, again = model.prefill([prompt], prefix)  # the old context's prefix: computed anew in the new one
+    assert model.context is not None and model.context.shape.rows == 3 and torch.equal(again[0], expected)
+    model.reshape(CacheShape(rows=4, row_tokens=512))
+    longer = model.prefix(prompt[20:30], after=prefix)  # not while a row runs: still the same context
+    assert model.context.shape.rows == 3 and longer.token_ids == tuple(prompt[:30])
+    adopted = model.prefill([prompt], longer, adopt=True)[1][0]
+    assert torch.equal(adopted, expected) and not longer.seqs
+    del running
+    model.prefill([prompt])
+    assert model.context.shape.rows == 4
+
+
+def test_every_sequence_is_used_when_the_batch_is_full(tiny_model: Callable[[str], Path]) -> None:
+    """Two rows, and the spares in use: a long prompt between its chunks, then a new shared prefix replacing the
+    kept one just as the two rows that used it end (its sequence goes before the new one is taken)."""
+    folder = tiny_model("text-generation-gguf")
+    model = LlamaCppModel(folder / TINY_GGUF_FILE, threads=1)
+    model.reshape(CacheShape(rows=2, row_tokens=256))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=TINY_GGUF_FILE)
+    left = 0
+
+    def publish(outbox: Outbox, ended: int) -> None:
+        nonlocal left
+        left += ended
+
+    limits = GenerationLimits(max_batch_size=2, max_prefill_tokens=64, prefill_chunk_tokens=32)
+    scheduler = Scheduler(model, tokenizer, limits, publish)
+    first, second = list(range(100, 112)), list(range(200, 214))  # two shared prefixes
+    prompts = [list(range(300, 380)), first + [5, 6, 7], first + [8, 9], second + [10, 11], second + [12, 13, 14]]
+    lengths = [5, 6, 6, 4, 7]
+    requests = [Request(prompt, SamplingParams(max_new_tokens=length), model.eos_ids, tokenizer, None)
+                for prompt, length in zip(prompts, lengths, strict=True)]
+    step_through(scheduler, {0: requests[:3], 2: requests[3:]}, len(requests))
+    assert left == len(requests) and scheduler.counters["failed"] == 0 and scheduler.counters["prefill_chunks"] == 2
+    assert scheduler.counters["prefix_tokens_reused"] == 12 + 14  # each prefix computed once for two rows
+    for prompt, length, request in zip(prompts, lengths, requests, strict=True):
+        assert request.token_ids == llama_greedy(prompt, length, folder / TINY_GGUF_FILE)
