@@ -293,6 +293,32 @@ def test_an_export_is_cached_by_content_and_loads_without_a_torch_model(
     assert len(export_folders(tmp_path / "exports")) == 2
 
 
+def test_a_session_on_several_threads_runs_a_batch_in_shares_as_one_run(loaded: Loaded,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a replica of 2 threads a batch runs as 2 concurrent runs over shares of its rows (one through the session's
+    own thread), and answers as one run does; one row runs whole."""
+    from hubserve.worker.backends.onnx_runtime import OnnxSession
+
+    adapter: Any = loaded("sentence-embeddings", "onnx")
+    folder = Path(adapter.session.session._model_path).parent
+    one, two = OnnxSession(folder, 1), OnnxSession(folder, 2)
+    shares: list[int] = []
+    run_async = two.session.run_async
+
+    def counted(outputs: list[str], feed: dict[str, np.ndarray], *rest: Any) -> None:
+        shares.append(len(feed["input_ids"]))
+        run_async(outputs, feed, *rest)
+
+    monkeypatch.setattr(two.session, "run_async", counted)
+    batch = dict(adapter.tokenizer(["hello world", "a much longer text than the first", "hi"], padding=True,
+                                   return_tensors="np"))
+    for name, value in two.run(batch).items():
+        assert np.allclose(value, one.run(batch)[name], atol=1e-5)
+    assert shares == [1]  # rows 0 and 1 on the calling thread, row 2 on the session's
+    two.run({name: value[:1] for name, value in batch.items()})
+    assert shares == [1]
+
+
 def test_outputs_off_torchs_over_the_tolerance_fall_back_to_torch(tiny_model: Callable[[str], Path],
                                                                   tmp_path: Path) -> None:
     exports = tmp_path / "exports"

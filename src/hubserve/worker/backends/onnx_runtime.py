@@ -13,6 +13,7 @@ import torch
 from hubserve.worker.backends.accuracy import FLOAT32, INT8, check_reference
 from hubserve.worker.backends.onnx_export import MODEL_FILE, exported
 from hubserve.worker.backends.quantize import quantized
+from hubserve.worker.backends.row_shares import run_in_shares
 from hubserve.worker.backends.session import BackendUnavailable, Export
 
 try:  # optional: without it, `auto` serves encoders on torch, saying why
@@ -23,13 +24,15 @@ except ImportError:  # pragma: no cover - installed with hubserve
 
 class OnnxSession:
     """An `onnxruntime.InferenceSession` for one export: intra-op threads as many as torch's (the replica's share of
-    the cores), one inter-op thread, sequential execution, every graph optimisation, no spinning. `dtype` is what
+    the cores), one inter-op thread, sequential execution, every graph optimisation, no spinning. A batch runs as that
+    many concurrent runs over shares of its rows (see row_shares); a single row over all the threads. `dtype` is what
     the export's weights are: "float32", or "int8" (quantised)."""
 
     backend = "onnx"
 
     def __init__(self, folder: Path, threads: int, dtype: str = "float32") -> None:
         self.dtype = dtype
+        self.threads = threads
         if onnxruntime is None:
             raise BackendUnavailable("onnxruntime is not installed")
         options = onnxruntime.SessionOptions()
@@ -48,7 +51,7 @@ class OnnxSession:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {name: np.asarray(inputs[name], dtype=np.int64) for name in self.input_names}
-        return dict(zip(self.outputs, self.session.run(self.outputs, feed), strict=True))
+        return dict(zip(self.outputs, run_in_shares(self.session, self.outputs, feed, self.threads), strict=True))
 
 
 def load_onnx(export: Export) -> OnnxSession:
