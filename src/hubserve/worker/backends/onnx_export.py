@@ -7,24 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import importlib.metadata
 import inspect
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from hubserve.sources.cache import build_once, sha256_file
 from hubserve.worker.backends.session import BackendUnavailable, Export
 
 log = logging.getLogger("hubserve.worker")
@@ -104,18 +103,13 @@ def file_digests(model_dir: Path, memo_dir: Path) -> dict[str, str]:
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
         known = memo.get(path.name)
-        digest = known[1] if isinstance(known, list) and known[0] == stamp else _sha256(path)
+        digest = known[1] if isinstance(known, list) and known[0] == stamp else sha256_file(path)
         digests[path.name] = digest
         fresh[path.name] = [stamp, digest]
     if fresh != memo:
         memo_dir.mkdir(parents=True, exist_ok=True)
         _write_atomically(memo_path, json.dumps(fresh).encode())
     return digests
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -126,38 +120,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def cached_export(exports_dir: Path, key: str, build: Callable[[Path], None]) -> Path:
-    """`exports_dir/key`, built by `build(folder)` unless it exists. Replicas that need the same export wait for the
-    one that builds it (a file lock), which builds in a temporary folder renamed into place: a folder under its key
-    is always whole."""
-    final = exports_dir / key
-    if (final / META_FILE).exists():
-        return final
-    exports_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(exports_dir / f".{key}.lock"):
-        if (final / META_FILE).exists():
-            return final
-        for stale in exports_dir.glob(f".{key}-*"):  # left by a replica that died exporting (its lock went too)
-            shutil.rmtree(stale, ignore_errors=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=exports_dir))
-        try:
-            build(building)
-            building.chmod(0o755)  # as any folder of the models folder (a temporary one is its owner's alone)
-            if final.exists():  # a folder left by a crash, or by a replica that took no lock (an older version)
-                shutil.rmtree(final, ignore_errors=True)
-            os.rename(building, final)
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
-    return final
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """`exports_dir/key`, built by `build(folder)` unless it exists: the models folder's `build_once` (replicas that
+    need the same export wait for the one that builds it; a folder under its key is always whole)."""
+    return build_once(exports_dir / key, build)
 
 
 def export_onnx(export: Export, folder: Path) -> None:
