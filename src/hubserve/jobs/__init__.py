@@ -1,0 +1,1 @@
+"""Batch transform jobs: a file of records in, a file of answers out."""
