@@ -3,11 +3,13 @@ ONNX Runtime and OpenVINO (f32) on one ONNX export of the same model, with the s
 by length, and mean pooling and normalisation in numpy, as hubserve's ONNX path does.
 
 The export is the benchmark's own (`torch.onnx.export`, cached under the benchmarks' cache by the model's content),
-independent of hubserve's: these rows are the runtimes' limits, which hubserve's serving is judged against.
+independent of hubserve's but made the way hubserve makes its fastest one (the TorchScript exporter's trace of the
+model with eager attention): these rows are the runtimes' limits, which hubserve's serving is judged against.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata
 import os
@@ -21,7 +23,7 @@ import numpy as np
 
 from benchmarks.processes import Unavailable
 
-EXPORT_VERSION = "1"  # of the export below: a change makes a new cache entry
+EXPORT_VERSION = "2"  # of the export below: a change makes a new cache entry
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PYTORCH, ONNX_RUNTIME, OPENVINO = "PyTorch", "ONNX Runtime", "OpenVINO f32"
 
@@ -81,13 +83,16 @@ def _model_digest(folder: Path) -> str:
 
 def onnx_export(model: Any, folder: Path, cache: Path) -> Path:
     """The transformer of the SentenceTransformer `model` (loaded from `folder`) as ONNX with dynamic batch and
-    sequence axes, its last hidden state the output; exported the first time only."""
+    sequence axes, its last hidden state the output; exported the first time only. A trace (of a padded batch, so the
+    attention mask's construction is in it) of eager attention: ONNX Runtime runs it faster than the dynamo
+    exporter's graph of sdpa (MiniLM at batch 32: 10-15% less CPU time)."""
     out = cache / "onnx" / _model_digest(folder) / "model.onnx"
     if out.exists():
         return out
     import torch
 
-    transformer = model[0].auto_model.eval()
+    transformer = copy.deepcopy(model[0].auto_model).eval()  # a copy: PyTorch's rows run the model as it loaded
+    transformer.set_attn_implementation("eager")
 
     class LastHiddenState(torch.nn.Module):
         def __init__(self) -> None:
@@ -101,13 +106,13 @@ def onnx_export(model: Any, folder: Path, cache: Path) -> Path:
 
     example = model.tokenizer(["an example sentence to trace", "another"], padding=True, return_tensors="pt",
                               return_token_type_ids=True)
-    axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")}
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f"model.{os.getpid()}.onnx")
     with torch.no_grad():
-        torch.onnx.export(LastHiddenState(), tuple(example[name] for name in INPUTS), str(partial), dynamo=True,
-                          input_names=list(INPUTS), output_names=["last_hidden_state"], external_data=False,
-                          dynamic_shapes={name: axes for name in INPUTS}, verbose=False)
+        torch.onnx.export(LastHiddenState().eval(), tuple(example[name] for name in INPUTS), str(partial),
+                          dynamo=False, opset_version=17, input_names=list(INPUTS),
+                          output_names=["last_hidden_state"],
+                          dynamic_axes={name: {0: "batch", 1: "sequence"} for name in INPUTS})
     partial.rename(out)
     return out
 

@@ -26,6 +26,7 @@ class HubserveAdmin:
 
     def __init__(self, url: str, token: str) -> None:
         self.url = url
+        self.token = token  # for hubserve's own Client (the transform suite's jobs)
         self._http = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=60)
 
     def endpoint_url(self, name: str) -> str:

@@ -154,6 +154,22 @@ def sagemaker_runtime(url: str, attempts: int = 1) -> Any:
                         config=Config(retries={"max_attempts": attempts, "mode": "standard"}))
 
 
+def admin_client(service: str, url: str) -> Any:
+    """boto3's `service` client for hubserve at `url`, as the admin: each request carries the admin token in place
+    of botocore's signature."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="unused",
+                          aws_secret_access_key="unused", config=Config(retries={"max_attempts": 1}))
+
+    def admin_token(request: Any, **_: Any) -> None:
+        request.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+
+    client.meta.events.register("before-send", admin_token)
+    return client
+
+
 @contextlib.contextmanager
 def server_with_echo(home: Path, name: str, model: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
     """A server of its own (with `env`) whose echo endpoint `name` (model folder `model`) is running."""

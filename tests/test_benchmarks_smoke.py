@@ -128,3 +128,26 @@ def test_quick_sagemaker_stream(tmp_path: Path) -> None:
     assert throughput["baseline"] == f"{post} / aggregate throughput" and throughput["target"] == ">= 0.9x"
     assert len(throughput["details"]["samples"]) == len(throughput["details"]["ratios_by_round"]) == 3
     assert rows[stream, "TTFT / time to last token, p50"]["met"] is True
+
+
+def test_quick_transform(tmp_path: Path) -> None:
+    """The transform suite end to end: embedding jobs (MultiRecord, SingleRecord) in rounds with the offline limits
+    of ONNX Runtime and PyTorch, the memory of a small and a ten times larger job, and a generation job on the
+    llamacpp backend beside offline padded batches."""
+    out = tmp_path / "transform.json"
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--suite", "transform", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {(row["config"], row["metric"]): row for row in json.loads(out.read_text())["rows"]}
+    assert all(isinstance(row["value"], float) and row["value"] > 0 for row in rows.values()), rows
+    onnx, torch = "offline ONNX Runtime, batch 32", "offline PyTorch, batch 32"
+    for strategy in ("MultiRecord", "SingleRecord"):
+        job = f"job, {strategy}, 256 sentences"
+        assert rows[job, "throughput"]["baseline"] == f"{onnx} / throughput"
+        assert rows[job, f"throughput against {torch}"]["baseline"] == f"{torch} / throughput"
+        assert rows[job, "throughput"]["target"] == ">= 0.9x" and rows[job, "throughput"]["details"]["records"] == 256
+        assert len(rows[job, "throughput"]["details"]["ratios_by_round"]) == 3
+    big = rows["job, 2,560 lines", "peak RSS (server + replicas)"]
+    assert big["baseline"] == "job, 256 lines / peak RSS (server + replicas)" and big["target"] == "<= 1.1x"
+    generation = rows["job, 8 prompts x 4 tokens, llamacpp backend", "throughput"]
+    assert generation["unit"] == "tokens/s" and generation["baseline"].startswith("offline padded batches of 16")

@@ -15,6 +15,7 @@ from benchmarks.suites import (
     llamacpp,
     sagemaker_stream,
     soak,
+    transform,
 )
 
 SUITES: dict[str, Callable[[Context], list[Row]]] = {
@@ -24,6 +25,7 @@ SUITES: dict[str, Callable[[Context], list[Row]]] = {
     "llamacpp": llamacpp.run,
     "clients": clients.run,
     "sagemaker_stream": sagemaker_stream.run,
+    "transform": transform.run,
     "coldstart": coldstart.run,
     "soak": soak.run,
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -26,6 +28,8 @@ class Route(StrEnum):
     PREDICT = "predict"  # TEI
     # SageMaker's InvokeEndpointWithResponseStream: the replica decides what streams (a StreamHead, then chunks)
     RESPONSE_STREAM = "response_stream"
+    # A batch transform's mini-batch: several records in one message, each answered as DEFAULT answers it alone
+    RECORDS = "records"
 
 
 @dataclass
@@ -79,3 +83,62 @@ class StreamHead:
     @classmethod
     def decode(cls, event: bytes) -> StreamHead:
         return cls(str(orjson.loads(event)["content_type"]))
+
+
+# RECORDS framing: a message body is a run of frames, each a 4-byte big-endian length and that many bytes.
+_FRAME_LENGTH = struct.Struct(">I")
+# The media type of a RECORDS answer: a frame of JSON (one {"status", "content_type", "message"} per record), then
+# one frame per record with its answer's body (empty for an error).
+RECORDS_MEDIA_TYPE = "application/x-hubserve-records"
+
+
+def pack_frames(parts: Sequence[bytes]) -> bytes:
+    out = bytearray()
+    for part in parts:
+        out += _FRAME_LENGTH.pack(len(part))
+        out += part
+    return bytes(out)
+
+
+def unpack_frames(body: bytes) -> list[bytes]:
+    view, parts, offset = memoryview(body), [], 0
+    while offset < len(body):
+        (length,) = _FRAME_LENGTH.unpack_from(view, offset)
+        offset += _FRAME_LENGTH.size
+        if offset + length > len(body):
+            raise ValueError("a RECORDS frame runs past the end of its message")
+        parts.append(bytes(view[offset:offset + length]))
+        offset += length
+    return parts
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """One record's outcome in a RECORDS answer: its answer (`ok`, `body` encoded for the Accept type, as the DEFAULT
+    route answers that record alone) or its error (`status` and `message`, as the DEFAULT route would fail it)."""
+
+    ok: bool
+    body: bytes = b""
+    status: int = 200
+    message: str = ""
+    content_type: str = ""
+
+
+def records_request(records: Sequence[bytes], content_type: str, accept: str,
+                    attributes: dict[str, str] | None = None) -> InvocationRequest:
+    """One RECORDS message carrying `records`, each a body of `content_type`."""
+    return InvocationRequest(body=pack_frames(records), content_type=content_type, accept=accept,
+                             attributes=dict(attributes or {}), route=Route.RECORDS)
+
+
+def encode_record_results(results: Sequence[RecordResult]) -> InvocationResult:
+    meta = orjson.dumps([{"status": r.status, "content_type": r.content_type, "message": r.message}
+                         for r in results])
+    return InvocationResult(pack_frames([meta, *(r.body for r in results)]), RECORDS_MEDIA_TYPE)
+
+
+def decode_record_results(body: bytes) -> list[RecordResult]:
+    meta, *bodies = unpack_frames(body)
+    return [RecordResult(ok=m["status"] < 400, body=answer, status=int(m["status"]), message=str(m["message"]),
+                         content_type=str(m["content_type"]))
+            for m, answer in zip(orjson.loads(meta), bodies, strict=True)]

@@ -52,6 +52,11 @@ class ServerSettings(BaseSettings):
         return self.home / "models"
 
     @property
+    def jobs_dir(self) -> Path:
+        """Batch transform jobs' staged answers, each file's until it is published whole to the job's output."""
+        return self.home / "jobs"
+
+    @property
     def run_dir(self) -> Path:
         return self.home / "run"
 
@@ -71,7 +76,7 @@ class ServerSettings(BaseSettings):
         files); the modes are set again here for a home made before, or by another program.
         """
         os.umask(0o077)
-        folders = (self.home, self.logs_dir, self.models_dir, self.run_dir)
+        folders = (self.home, self.logs_dir, self.models_dir, self.jobs_dir, self.run_dir)
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o700)

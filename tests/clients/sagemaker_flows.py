@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from ast import literal_eval
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from sagemaker.exceptions import ObjectNotExistedError
 from sagemaker.huggingface import HuggingFaceModel, HuggingFacePredictor
 from sagemaker.iterators import LineIterator
 from sagemaker.predictor import Predictor
-from sagemaker.s3 import s3_path_join
+from sagemaker.s3 import S3Downloader, S3Uploader, s3_path_join
 from sagemaker.serializers import JSONSerializer
 
 # The guides' role: a role ARN in code, since `sagemaker.get_execution_role()` asks STS at a fixed AWS host.
@@ -218,8 +219,77 @@ def async_flow(given: dict[str, Any]) -> dict[str, Any]:
             "failure_path": res.failure_path, **deleted(async_predictor, model_name)}
 
 
+def transform_flow(given: dict[str, Any]) -> dict[str, Any]:
+    """Hugging Face's "Run Batch Transform with Hugging Face Transformers on SageMaker": a JSON Lines file uploaded
+    to the session's bucket, a transformer of a Hub model sending one record per request, `transform()` waiting
+    with the job's log printed (its defaults: wait=True, logs=True), and the output read back from S3."""
+    sess = sagemaker.Session()
+    sagemaker_session_bucket = sess.default_bucket()
+
+    # the guide writes its tweets to a JSON Lines file: {"inputs": text} a line
+    dataset_jsonl_file = "tweet_data.jsonl"
+    with open(dataset_jsonl_file, "w") as outfile:
+        for text in given["sentences"]:
+            json.dump({"inputs": text}, outfile)
+            outfile.write("\n")
+
+    # uploads a given file to S3.
+    input_s3_path = s3_path_join("s3://", sagemaker_session_bucket, "batch_transform/input")
+    output_s3_path = s3_path_join("s3://", sagemaker_session_bucket, "batch_transform/output")
+    s3_file_uri = S3Uploader.upload(dataset_jsonl_file, input_s3_path)
+
+    # Hub Model configuration. <https://huggingface.co/models>
+    hub = {
+        "HF_MODEL_ID": "distilbert-base-uncased-finetuned-sst-2-english",
+        "HF_TASK": "text-classification",
+    }
+
+    # create Hugging Face Model Class
+    huggingface_model = HuggingFaceModel(
+        env=hub,  # configuration for loading model from Hub
+        role=role,  # iam role with permissions to create an Endpoint
+        transformers_version="4.26",  # transformers version used
+        pytorch_version="1.13",  # pytorch version used
+        py_version="py39",  # python version used
+    )
+
+    # create Transformer to run our batch job
+    batch_job = huggingface_model.transformer(
+        instance_count=1,
+        instance_type="ml.m5.xlarge",
+        output_path=output_s3_path,  # we are using the same s3 path to save the output with the input
+        strategy="SingleRecord",
+    )
+
+    # starts batch transform job and uses s3 data as input
+    batch_job.transform(
+        data=s3_file_uri,
+        content_type="application/json",
+        split_type="Line",
+    )
+
+    # creating s3 uri for result file -> input file + .out
+    output_file = f"{dataset_jsonl_file}.out"
+    output_path = s3_path_join(output_s3_path, output_file)
+
+    # download file
+    S3Downloader.download(output_path, ".")
+
+    batch_transform_result = []
+    with open(output_file) as f:
+        for line in f:
+            # converts jsonline array to normal array
+            line = "[" + line.replace("[", "").replace("]", ",") + "]"
+            batch_transform_result = literal_eval(line)
+
+    job_name = batch_job.latest_transform_job.name
+    described = sess.sagemaker_client.describe_transform_job(TransformJobName=job_name)
+    return {"job_name": job_name, "result": batch_transform_result, "described": plain(described)}
+
+
 FLOWS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "model-data": model_data_flow, "hub-model": hub_model_flow, "predictors": predictors_flow, "async": async_flow,
+    "transform": transform_flow,
 }
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def test_env_secrets_are_sealed_at_rest_masked_in_the_api_and_real_in_the_worker
         assert updated["spec"]["env"] == {"HF_TOKEN": "***", "VERSION": "2"}
         client.wait("with-secret", timeout=300)
         assert httpx.post(url, json={"inputs": "x"}).json() == {"HF_TOKEN": token, "VERSION": "2"}
-        at_rest = [*server.home.glob("hubserve.db*"), *(server.home / "logs").iterdir()]
+        at_rest = [*server.home.glob("hubserve.db*"), *(p for p in (server.home / "logs").rglob("*") if p.is_file())]
         assert [path.name for path in at_rest if token.encode() in path.read_bytes()] == []
     finally:
         client.delete_endpoint("with-secret")

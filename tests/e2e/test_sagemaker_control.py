@@ -16,10 +16,9 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
 
-from conftest import ADMIN_TOKEN, Server, sagemaker_runtime, start_server
+from conftest import ADMIN_TOKEN, Server, admin_client, sagemaker_runtime, start_server
 from custom_models import tar_gz
 from sources_fixtures import moto_s3_server
 
@@ -45,19 +44,6 @@ def predict_fn(data, model):
 '''
 
 
-def sagemaker_control(url: str) -> Any:
-    """boto3's SageMaker client for hubserve at `url`, as the admin: each request carries the admin token in place
-    of botocore's signature."""
-    client = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="unused",
-                          aws_secret_access_key="unused", config=Config(retries={"max_attempts": 1}))
-
-    def admin_token(request: Any, **_: Any) -> None:
-        request.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
-
-    client.meta.events.register("before-send.sagemaker", admin_token)
-    return client
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
     with moto_s3_server() as url:
@@ -79,7 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> Iterator[Server
 
 @pytest.fixture(scope="module")
 def sm(server: Server) -> Any:
-    return sagemaker_control(server.url)
+    return admin_client("sagemaker", server.url)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """The SageMaker Python SDK v2, unmodified, against hubserve: the guides' seed code (tests/clients/sagemaker_flows.py)
-runs in a venv of its own, in subprocesses whose only change is the environment -- hubserve for SageMaker and its
-runtime, moto's S3 server for S3, AWS keys that `hubserve token create --aws --admin` printed, and an SDK defaults
-file naming the default bucket. hubserve reads model.tar.gz from that S3 and writes async answers there; the Hub
-models the guides name come from an offline Hub cache.
+runs in a venv of its own, in subprocesses whose only change is the environment -- hubserve for SageMaker, its
+runtime and CloudWatch Logs, moto's S3 server for S3, AWS keys that `hubserve token create --aws --admin` printed,
+and an SDK defaults file naming the default bucket. hubserve reads model.tar.gz and batch input from that S3 and
+writes async answers and batch output there; the Hub models the guides name come from an offline Hub cache.
 
 Every deploy costs the SDK's 30 s sleep before its first DescribeEndpoint, so the flows all start together when
 the module's fixture is set up, and each test waits for its own. The only skip: the SDK's venv cannot be built
@@ -38,8 +38,11 @@ CLASSIFIER, GENERATOR = "sdk-classifier", "sdk-generator"  # made through hubser
 HUB_MODELS = {"distilbert-base-uncased-distilled-squad": "question-answering",
               "distilbert-base-uncased-finetuned-sst-2-english": "text-classification"}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-FLOWS = ("model-data", "hub-model", "predictors", "async")
-DEPLOYING = {"model-data", "hub-model", "async"}  # flows whose HuggingFaceModel.deploy() names a model
+FLOWS = ("model-data", "hub-model", "predictors", "async", "transform")
+# Flows whose HuggingFaceModel.deploy() (or .transformer()) names a model.
+DEPLOYING = {"model-data", "hub-model", "async", "transform"}
+# The batch transform flow's tweets.
+SENTENCES = ["I love using SageMaker with Hugging Face.", "The batch job was slow.", "Records in, answers out."]
 FLOW_TIMEOUT_S = 300.0
 # What pip says when no index answers: only then is the test skipped rather than failed.
 OFFLINE_SIGNS = ("(from versions: none)", "NewConnectionError", "Temporary failure in name resolution",
@@ -149,6 +152,7 @@ def flow_env(server: Server, s3_url: str, keys: dict[str, str], home: Path) -> d
     return {
         "PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
         "AWS_ENDPOINT_URL_SAGEMAKER": server.url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": server.url,
+        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": server.url,
         "AWS_ENDPOINT_URL_S3": s3_url, **keys, "AWS_DEFAULT_REGION": "us-east-1",
         "SAGEMAKER_USER_CONFIG_OVERRIDE": str(defaults),
     }
@@ -182,7 +186,7 @@ def flows(tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str], 
                 client.wait(name, timeout=600)
             python = venv.result()
             environment = flow_env(server, s3_url, aws_keys(server), root)
-            given = json.dumps({"classifier": CLASSIFIER, "generator": GENERATOR})
+            given = json.dumps({"classifier": CLASSIFIER, "generator": GENERATOR, "sentences": SENTENCES})
             control = control_client(server, environment)
             for flow in FLOWS:
                 models = len(control.list_models()["Models"])
@@ -276,3 +280,20 @@ def test_async_deploy_predict_async_get_result_delete(flows: Flows) -> None:
     assert flows.s3.list_objects_v2(Bucket=BUCKET, Prefix=failure_key)["KeyCount"] == 0
     assert_deleted(flows.server, outcome)
 
+
+
+def test_transform_follows_the_log_and_writes_the_output(flows: Flows) -> None:
+    outcome = flows.result("transform")
+    expected = [direct(flows.server, CLASSIFIER, text)[0] for text in SENTENCES]
+    assert nearly_equal(outcome["result"], expected)
+    described = outcome["described"]
+    assert described["TransformJobStatus"] == "Completed"
+    assert described["TransformInput"]["SplitType"] == "Line" and described["BatchStrategy"] == "SingleRecord"
+    # `wait(logs=True)` printed the job's log, read through CloudWatch Logs, line for line.
+    log = httpx.get(f"{flows.server.url}/api/v1/jobs/{outcome['job_name']}/logs", params={"tail": 10000},
+                    headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert log.status_code == 200, log.text
+    printed = (flows.logs / "transform.out").read_text().splitlines()
+    lines = [line for line in log.text.splitlines() if line.strip()]
+    assert lines and all(line in printed for line in lines), (lines, printed)
+    assert any("Completed" in line for line in lines)

@@ -23,6 +23,7 @@ from hubserve.worker.backends.session import BackendUnavailable
 from hubserve.worker.generation import GenerationEngine, SamplingParams
 from hubserve.worker.generation.gguf_pipeline import tokenizer_mismatch
 from hubserve.worker.generation.llamacpp import CacheShape, LlamaCppModel
+from hubserve.worker.generation.sampling import RowSampling, choose
 from hubserve.worker.generation.scheduler import Outbox, Request, Scheduler
 from hubserve.worker.generation.types import GenerationLimits
 from hubserve.worker.tasks import LoadOptions, adapter_class
@@ -119,6 +120,27 @@ def test_requests_joining_and_leaving_equal_llama_cpp(llama: LlamaCppModel, toke
     assert counters["prefix_tokens_reused"] > 0 and counters["prefill_chunks"] == 1 and counters["max_batch_size"] >= 4
     scheduler.prefix = None  # the kept prefix's sequence goes too
     assert free_sequences(llama) == free
+
+
+def test_greedy_rows_choose_in_numpy_as_torch_would(llama: LlamaCppModel) -> None:
+    """Plain greedy rows take the numpy path over llama.cpp's own logits: each row's argmax and its log-probability,
+    EOS held back under min_new_tokens."""
+    prompts = [llama_tokens(chat(question)) for question in QUESTIONS[:3]]
+    batch, logits = llama.prefill(prompts)
+    logits = logits.clone()
+    eos = list(llama.eos_ids)
+    logits[1, eos[0]] = logits[1].max() + 5  # row 1 would end at once, but must make 4 tokens first
+    params = [SamplingParams(max_new_tokens=8), SamplingParams(max_new_tokens=8, min_new_tokens=4),
+              SamplingParams(max_new_tokens=8)]
+    rows = RowSampling.build(params, [None] * 3, [eos] * 3, llama.vocab_size, torch.device("cpu"))
+    expected = logits.clone()
+    expected[1, eos] = -float("inf")
+    choice = choose(logits, rows, batch.token_ids, [0, 0, 0])
+    assert rows.plain_greedy and rows.scratch is not None  # the numpy path ran
+    assert choice.tokens.tolist() == expected.argmax(dim=-1).tolist() and int(choice.tokens[1]) not in eos
+    # Against float64 (torch's float32 log_softmax is itself off by up to ~1e-5 over a 49k vocabulary).
+    reference = expected.double().log_softmax(dim=-1).gather(1, choice.tokens[:, None]).squeeze(1)
+    assert choice.logprobs.tolist() == pytest.approx(reference.tolist(), abs=1e-6) and not choice.top
 
 
 def test_a_cancelled_stream_frees_its_sequence(llama: LlamaCppModel, tokenizer: Any) -> None:

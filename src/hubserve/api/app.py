@@ -15,6 +15,7 @@ from hubserve import __version__
 from hubserve.api import (
     control,
     inference_endpoints,
+    jobs,
     openai,
     sagemaker,
     sagemaker_async,
@@ -27,6 +28,7 @@ from hubserve.api.contract import without_unprocessable
 from hubserve.api.errors import from_http_exception, render_error
 from hubserve.api.fast_lane import FastLane, lanes_of
 from hubserve.errors import BadRequest
+from hubserve.jobs.service import JobService
 from hubserve.security import TokenRegistry
 from hubserve.serving.manager import EndpointManager
 from hubserve.settings import ServerSettings
@@ -52,13 +54,16 @@ def create_app(settings: ServerSettings) -> FastLane:
         print(f"hubserve: created the admin token (shown once, also in {settings.admin_token_file}):\n"
               f"  {created}", flush=True)
     manager = EndpointManager(settings, store)
+    transform_jobs = JobService(settings, store, manager)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await manager.start()
+        await transform_jobs.start()
         try:
             yield
         finally:
+            await transform_jobs.shutdown()
             await manager.shutdown()
             store.close()
 
@@ -69,11 +74,13 @@ def create_app(settings: ServerSettings) -> FastLane:
                               "protocols.")
     app.state.settings = settings
     app.state.manager = manager
+    app.state.jobs = transform_jobs
     app.state.tokens = tokens
     invocations = (sagemaker.router, sagemaker_async.router, sagemaker_control.router,
                    inference_endpoints.router, inference_endpoints.shared, tgi.router, tei.router,
                    openai.router)
     app.include_router(control.router)
+    app.include_router(jobs.router)
     for router in invocations:
         app.include_router(router)
 

@@ -59,15 +59,15 @@ def http_request(request: Request) -> sigv4.HttpRequest:
         headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]])
 
 
-def signed_caller(request: Request) -> SignedCaller | None:
-    """The caller of a request signed the AWS way, or None for one that is not. What the headers alone tell is
-    refused here, before any body is read: a malformed signature, another service's scope, a key hubserve did not
-    issue (or revoked), a signing time off by more than 15 minutes."""
+def signed_caller(request: Request, service: str = SIGNING_SERVICE) -> SignedCaller | None:
+    """The caller of a request signed the AWS way (for `service`), or None for one that is not. What the headers
+    alone tell is refused here, before any body is read: a malformed signature, another service's scope, a key
+    hubserve did not issue (or revoked), a signing time off by more than 15 minutes."""
     if not (sigv4.signed_header(request.headers.get("authorization"))
             or sigv4.presigned_query(request.scope["query_string"].decode("latin-1"))):
         return None
     http = http_request(request)
-    signature = sigv4.signature_of(http, SIGNING_SERVICE)
+    signature = sigv4.signature_of(http, service)
     if signature is None:
         return None
     key = tokens_of(request).aws_key(signature.access_key_id)
@@ -78,10 +78,11 @@ def signed_caller(request: Request) -> SignedCaller | None:
     return SignedCaller(record, secret, signature, http)
 
 
-def require_control_access(request: Request, body: bytes) -> None:
-    """The SageMaker control plane (`POST /` with `X-Amz-Target`): the admin token, or an admin AWS key's
-    signature over `body`. Raises Unauthorized/Forbidden, or AwsError with AWS's code for a SigV4 refusal."""
-    caller = signed_caller(request)
+def require_control_access(request: Request, body: bytes, service: str = SIGNING_SERVICE) -> None:
+    """The JSON services at `POST /` (`X-Amz-Target`: SageMaker's control plane, CloudWatch Logs): the admin token,
+    or an admin AWS key's signature over `body`, scoped to `service`. Raises Unauthorized/Forbidden, or AwsError
+    with AWS's code for a SigV4 refusal."""
+    caller = signed_caller(request, service)
     if caller is None:
         tokens_of(request).require_admin(request.headers.get("authorization"))
     else:

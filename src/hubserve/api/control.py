@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
@@ -119,7 +120,11 @@ async def endpoint_stats(name: str, request: Request) -> EndpointStats:
     **errors(400, 404)})
 async def endpoint_logs(name: str, request: Request, tail: Annotated[int, Query(ge=0, le=MAX_TAIL)] = 200,
                         follow: bool = False) -> PlainTextResponse | StreamingResponse:
-    path = manager_of(request).get(name).log_path
+    return log_response(request, manager_of(request).get(name).log_path, tail, follow)
+
+
+def log_response(request: Request, path: Path, tail: int, follow: bool) -> PlainTextResponse | StreamingResponse:
+    """A log's last `tail` lines; with `follow`, then new lines as they are written, until the client goes."""
     lines = "".join(line + "\n" for line in tail_lines(path, tail))
     if not follow:
         return PlainTextResponse(lines)

@@ -1,10 +1,11 @@
 """The SageMaker control plane: `POST /` with `X-Amz-Target: SageMaker.<Action>` (JSON 1.1), for models, endpoint
-configs and endpoints. A SageMaker endpoint is a hubserve endpoint: the two APIs see one set."""
+configs, endpoints and transform jobs. A SageMaker endpoint is a hubserve endpoint and a transform job a hubserve job:
+the two APIs see one set. CloudWatch Logs' reads (`Logs_20140328.<Action>`) come to the same path and go on to
+`cloudwatch_logs`."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 import time
@@ -19,11 +20,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hubserve.api import cloudwatch_logs
 from hubserve.api.aws_auth import require_control_access
+from hubserve.api.aws_paging import page_start, page_token
 from hubserve.api.common import CONTROL_BODY_LIMIT, error_route, json_object, manager_of, read_body
 from hubserve.api.errors import printable, retry_headers
 from hubserve.env_secrets import masked
 from hubserve.errors import AwsError, Conflict, HubserveError, NotFound, ReplicaLimitReached
+from hubserve.jobs.service import JobService
+from hubserve.jobs.spec import TransformJob
 from hubserve.sagemaker_records import (
     ConfigRecord,
     EndpointConfig,
@@ -33,11 +38,14 @@ from hubserve.sagemaker_records import (
     SageMakerRecords,
     endpoint_spec,
 )
+from hubserve.sagemaker_transform import TransformJobRecord, TransformJobRecords, TransformJobRequest, request_of
 from hubserve.serving.manager import EndpointManager
 from hubserve.spec import Endpoint, EndpointName, EndpointSpec, EndpointState, EndpointStatus
+from hubserve.store import Store
 
 log = logging.getLogger("hubserve")
 InputT = TypeVar("InputT", bound=BaseModel)
+RecordsT = TypeVar("RecordsT")
 
 MEDIA_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "SageMaker."
@@ -118,6 +126,8 @@ class Call:
 
     manager: EndpointManager
     records: SageMakerRecords
+    jobs: JobService
+    transform_records: TransformJobRecords
     region: str
 
     def arn(self, kind: str, name: str) -> str:
@@ -148,12 +158,19 @@ class Call:
         return endpoint if endpoint is not None and self.endpoint_record(endpoint) is None else None
 
 
-def records_of(request: Request) -> SageMakerRecords:
+def records_of(request: Request, kind: Callable[[Store], RecordsT]) -> RecordsT:
+    """The app's one `kind` of SageMaker records, its tables made at the first call that needs them."""
     state = request.app.state
-    if getattr(state, "sagemaker_records", None) is None:
-        state.sagemaker_records = SageMakerRecords(manager_of(request).store)
-    records: SageMakerRecords = state.sagemaker_records
+    key = f"sagemaker_{getattr(kind, '__name__', 'records')}"
+    if getattr(state, key, None) is None:
+        setattr(state, key, kind(manager_of(request).store))
+    records: RecordsT = getattr(state, key)
     return records
+
+
+def jobs_of(request: Request) -> JobService:
+    jobs: JobService = request.app.state.jobs
+    return jobs
 
 
 def signed_region(request: Request) -> str:
@@ -209,12 +226,26 @@ class ListModelsInput(ListInput):
     SortBy: Literal["Name", "CreationTime"] = "CreationTime"
 
 
-class ListEndpointsInput(ListInput):
+class ListByStatusInput(ListInput):
+    """The List* actions of resources that have a status and a last-modified time."""
+
     SortBy: Literal["Name", "CreationTime", "Status"] = "CreationTime"
-    StatusEquals: Literal["OutOfService", "Creating", "Updating", "SystemUpdating", "RollingBack", "InService",
-                          "Deleting", "Failed", "UpdateRollbackFailed"] | None = None
+    StatusEquals: str | None = None
     LastModifiedTimeBefore: float | None = None
     LastModifiedTimeAfter: float | None = None
+
+
+class ListEndpointsInput(ListByStatusInput):
+    StatusEquals: Literal["OutOfService", "Creating", "Updating", "SystemUpdating", "RollingBack", "InService",
+                          "Deleting", "Failed", "UpdateRollbackFailed"] | None = None
+
+
+class ListTransformJobsInput(ListByStatusInput):
+    StatusEquals: Literal["InProgress", "Completed", "Failed", "Stopping", "Stopped"] | None = None
+
+
+class TransformJobNameInput(Input):
+    TransformJobName: EndpointName
 
 
 def listed(items: list[dict[str, Any]], body: ListInput, name_key: str, sort_key: str,
@@ -227,24 +258,26 @@ def listed(items: list[dict[str, Any]], body: ListInput, name_key: str, sort_key
             and (body.CreationTimeAfter is None or item["CreationTime"] > body.CreationTimeAfter)]
     kept.sort(key=lambda item: (item[sort_key], item[name_key]), reverse=body.SortOrder == "Descending")
     start = page_start(body.NextToken)
+    if start is None:
+        raise invalid("NextToken is not one this server gave")
     end = start + body.MaxResults
     return kept[start:end], {"NextToken": page_token(end)} if end < len(kept) else {}
 
 
-def page_token(start: int) -> str:
-    return base64.urlsafe_b64encode(f"offset:{start}".encode()).decode()
+def listed_by_status(summaries: list[dict[str, Any]], query: ListByStatusInput,
+                     kind: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """A page of the summaries of `kind` (their `{kind}Name` and `{kind}Status`) as ListEndpoints and
+    ListTransformJobs filter, sort and cut them."""
+    name_key, status_key = f"{kind}Name", f"{kind}Status"
 
+    def wanted(item: dict[str, Any]) -> bool:
+        modified = item["LastModifiedTime"]
+        return ((query.StatusEquals is None or item[status_key] == query.StatusEquals)
+                and (query.LastModifiedTimeBefore is None or modified < query.LastModifiedTimeBefore)
+                and (query.LastModifiedTimeAfter is None or modified > query.LastModifiedTimeAfter))
 
-def page_start(token: str | None) -> int:
-    if token is None:
-        return 0
-    try:
-        kind, _, start = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind == "offset" and start.isdecimal():
-            return int(start)
-    except ValueError:
-        pass
-    raise invalid("NextToken is not one this server gave")
+    sort_key = {"Name": name_key, "Status": status_key}.get(query.SortBy, query.SortBy)
+    return listed(summaries, query, name_key, sort_key, wanted)
 
 
 # the actions
@@ -457,18 +490,81 @@ def _drained(task: asyncio.Task[None]) -> None:
 
 
 async def list_endpoints(call: Call, body: dict[str, Any]) -> dict[str, Any]:
-    query = parse(ListEndpointsInput, body)
-
-    def wanted(item: dict[str, Any]) -> bool:
-        modified = item["LastModifiedTime"]
-        return ((query.StatusEquals is None or item["EndpointStatus"] == query.StatusEquals)
-                and (query.LastModifiedTimeBefore is None or modified < query.LastModifiedTimeBefore)
-                and (query.LastModifiedTimeAfter is None or modified > query.LastModifiedTimeAfter))
-
-    sort_key = {"Name": "EndpointName", "Status": "EndpointStatus"}.get(query.SortBy, query.SortBy)
     summaries = [endpoint_summary(call, endpoint) for endpoint in call.manager.list()]
-    page, more = listed(summaries, query, "EndpointName", sort_key, wanted)
+    page, more = listed_by_status(summaries, parse(ListEndpointsInput, body), "Endpoint")
     return {"Endpoints": page, **more}
+
+
+# transform jobs
+def on_job(call: Call, name: str, act: Callable[[str], TransformJob]) -> TransformJob:
+    """`act` on the job `name`, with SageMaker's error for a name it does not know."""
+    try:
+        return act(name)
+    except NotFound:
+        raise AwsError("ResourceNotFound", f"Could not find requested job with name {name}") from None
+
+
+async def create_transform_job(call: Call, body: dict[str, Any]) -> dict[str, Any]:
+    """The job runs the SageMaker model on transient replicas of its own; its input is listed (and found to hold
+    files) before the answer."""
+    request = parse(TransformJobRequest, body)
+    arn = call.arn("transform-job", request.TransformJobName)
+    unsupported = request.unsupported()
+    if unsupported is not None:
+        raise invalid(unsupported)
+    model = call.records.model(request.ModelName)
+    if model is None:
+        raise call.not_found("model", request.ModelName)
+    try:
+        spec = request.job_spec(model.model)
+    except ValidationError as exc:
+        raise validation_failure(exc, "the model and transform job make no valid hubserve job: ") from None
+    try:
+        job = await asyncio.to_thread(call.jobs.create, spec)
+    except Conflict:
+        raise AwsError("ResourceInUse", "Job name must be unique within an AWS account and region, and a job with "
+                                        f"this name already exists ({arn})") from None
+    call.transform_records.add(TransformJobRecord(request=request, created_at=job.created_at))
+    return {"TransformJobArn": arn}
+
+
+def transform_job_summary(call: Call, job: TransformJob) -> dict[str, Any]:
+    name = job.spec.name
+    summary: dict[str, Any] = {
+        "TransformJobName": name, "TransformJobArn": call.arn("transform-job", name),
+        "TransformJobStatus": job.state.value, "CreationTime": job.created_at,
+        "LastModifiedTime": job.ended_at or job.started_at or job.created_at}
+    times = {"TransformStartTime": job.started_at, "TransformEndTime": job.ended_at,
+             "FailureReason": job.failure_reason and job.failure_reason[:FAILURE_REASON_LIMIT]}
+    return {**summary, **{key: value for key, value in times.items() if value is not None}}
+
+
+async def describe_transform_job(call: Call, body: dict[str, Any]) -> dict[str, Any]:
+    """The job as CreateTransformJob asked for it (as SageMaker would have, for a job made by hubserve's API), and
+    where it stands."""
+    job = on_job(call, parse(TransformJobNameInput, body).TransformJobName, call.jobs.get)
+    record = call.transform_records.get(job.spec.name)
+    shown = record.request.model_dump(exclude_none=True) if record is not None else request_of(job.spec)
+    if "Environment" in shown:
+        shown["Environment"] = masked(shown["Environment"])
+    described = transform_job_summary(call, job)
+    del described["LastModifiedTime"]
+    return {**shown, **described}
+
+
+async def stop_transform_job(call: Call, body: dict[str, Any]) -> dict[str, Any]:
+    """The job is Stopping until its replicas have let go, then Stopped; stopping one that has ended is a
+    ValidationException."""
+    on_job(call, parse(TransformJobNameInput, body).TransformJobName, call.jobs.stop)
+    return {}
+
+
+async def list_transform_jobs(call: Call, body: dict[str, Any]) -> dict[str, Any]:
+    summaries = [transform_job_summary(call, job) for job in call.jobs.list()]
+    for summary in summaries:
+        summary.pop("TransformStartTime", None)
+    page, more = listed_by_status(summaries, parse(ListTransformJobsInput, body), "TransformJob")
+    return {"TransformJobSummaries": page, **more}
 
 
 Action = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -478,7 +574,13 @@ ACTIONS: dict[str, Action] = {
     "DescribeEndpointConfig": describe_endpoint_config, "DeleteEndpointConfig": delete_endpoint_config,
     "CreateEndpoint": create_endpoint, "DescribeEndpoint": describe_endpoint, "UpdateEndpoint": update_endpoint,
     "DeleteEndpoint": delete_endpoint, "ListEndpoints": list_endpoints,
+    "CreateTransformJob": create_transform_job, "DescribeTransformJob": describe_transform_job,
+    "StopTransformJob": stop_transform_job, "ListTransformJobs": list_transform_jobs,
 }
+
+
+# What the path serves: SageMaker's actions, then CloudWatch Logs'.
+TARGETS = [TARGET_PREFIX + name for name in ACTIONS] + cloudwatch_logs.TARGETS
 
 
 def action_of(request: Request) -> Action:
@@ -487,7 +589,7 @@ def action_of(request: Request) -> Action:
     if action is None:
         raise AwsError("UnknownOperationException",
                        f"hubserve does not serve the operation {target or '(no X-Amz-Target header)'}; it serves "
-                       f"{', '.join(TARGET_PREFIX + name for name in ACTIONS)}")
+                       f"{', '.join(TARGETS)}")
     return action
 
 
@@ -498,17 +600,26 @@ _ERROR = {"content": {MEDIA_TYPE: {"schema": ControlError.model_json_schema(by_a
 @router.post("/", response_class=Response, openapi_extra={
     "security": [{"bearer": []}],
     "parameters": [{"name": "X-Amz-Target", "in": "header", "required": True,
-                    "schema": {"type": "string", "enum": [TARGET_PREFIX + name for name in ACTIONS]}}],
+                    "schema": {"type": "string", "enum": TARGETS}}],
     "requestBody": {"required": True, "content": {media: {"schema": {"type": "object"}}
                                                   for media in (MEDIA_TYPE, "application/json")}}},
     responses={200: {"description": "The action's output", "content": {MEDIA_TYPE: {"schema": {"type": "object"}}}},
-               **{status: {"description": "SageMaker's error code in `__type` and `x-amzn-ErrorType`", **_ERROR}
+               **{status: {"description": "The AWS error code in `__type` and `x-amzn-ErrorType`", **_ERROR}
                   for status in (400, 401, 403, 408, 413)}})
 async def control_plane(request: Request) -> Response:
-    """SageMaker's control-plane actions on models, endpoint configs and endpoints (admin token or admin AWS key)."""
+    """SageMaker's control-plane actions on models, endpoint configs, endpoints and transform jobs, and CloudWatch
+    Logs' reads of the jobs' and endpoints' logs (admin token or admin AWS key)."""
     body = await read_body(request, CONTROL_BODY_LIMIT)
-    require_control_access(request, body)
-    action = action_of(request)
-    call = Call(manager=manager_of(request), records=records_of(request), region=signed_region(request))
-    answer = await action(call, json_object(body))
+    target = request.headers.get("x-amz-target", "")
+    if target.startswith(cloudwatch_logs.TARGET_PREFIX):
+        require_control_access(request, body, cloudwatch_logs.SIGNING_SERVICE)
+        logs = cloudwatch_logs.LogGroups(manager_of(request), jobs_of(request))
+        answer = await asyncio.to_thread(logs.answer, target, json_object(body))
+    else:
+        require_control_access(request, body)
+        action = action_of(request)
+        call = Call(manager=manager_of(request), records=records_of(request, SageMakerRecords),
+                    jobs=jobs_of(request), transform_records=records_of(request, TransformJobRecords),
+                    region=signed_region(request))
+        answer = await action(call, json_object(body))
     return Response(orjson.dumps(answer), media_type=MEDIA_TYPE, headers={"x-amzn-RequestId": request_id(request)})

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from hubserve.errors import BadRequest, PayloadTooLarge
@@ -16,7 +18,7 @@ from hubserve.sources.remote import remote_errors, storage_options
 UNSTATED_TYPES = {"binary/octet-stream", "application/octet-stream"}
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
+def filesystem(url: str) -> tuple[Any, str]:
     from fsspec.core import url_to_fs
 
     return url_to_fs(url, **storage_options(url, None))
@@ -26,7 +28,7 @@ def read_input(url: str, limit: int) -> tuple[bytes, str | None]:
     """The object at `url` and its content type: as stored with it, else guessed from its name. BadRequest when
     it cannot be read, PayloadTooLarge when it is over `limit` bytes (the endpoint's max_payload_bytes)."""
     with remote_errors(url):
-        fs, path = _filesystem(url)
+        fs, path = filesystem(url)
         info = fs.info(path)
         if info.get("type") == "directory":
             raise BadRequest(f"'{url}' is a folder, not an object")
@@ -40,20 +42,29 @@ def read_input(url: str, limit: int) -> tuple[bytes, str | None]:
     return data, content_type or mimetypes.guess_type(path)[0]
 
 
-def write_object(url: str, data: bytes, content_type: str) -> None:
-    """Write the object at `url` at once: one PutObject on S3, a temporary file renamed into place on disk."""
+def write_object(url: str, data: bytes | Path, content_type: str) -> None:
+    """Write the object at `url` at once: one upload on S3 (which shows an object only once its upload is complete),
+    a temporary file renamed into place on disk. `data` is the bytes, or a file streamed (never read whole)."""
     from fsspec.implementations.local import LocalFileSystem
 
-    fs, path = _filesystem(url)
+    fs, path = filesystem(url)
     if not isinstance(fs, LocalFileSystem):
-        fs.pipe_file(path, data, **({"ContentType": content_type} if "s3" in fs.protocol else {}))
+        extra = {"ContentType": content_type} if "s3" in fs.protocol else {}
+        if isinstance(data, Path):
+            fs.put_file(str(data), path, **extra)
+        else:
+            fs.pipe_file(path, data, **extra)
         return
     folder, name = os.path.split(path)
     os.makedirs(folder, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".partial")
     try:
         with os.fdopen(handle, "wb") as out:
-            out.write(data)
+            if isinstance(data, Path):
+                with open(data, "rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+            else:
+                out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
@@ -65,7 +76,7 @@ def write_object(url: str, data: bytes, content_type: str) -> None:
 def object_exists(url: str) -> bool:
     """Whether the object at `url` exists; errors other than its absence propagate (an unreachable store is not
     an absent object)."""
-    fs, path = _filesystem(url)
+    fs, path = filesystem(url)
     fs.invalidate_cache(path)
     try:
         fs.info(path)

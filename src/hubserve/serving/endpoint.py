@@ -6,12 +6,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from hubserve.errors import NoReadyReplica
-from hubserve.invocation import InvocationRequest, InvocationResult
+from hubserve.errors import NoReadyReplica, PayloadTooLarge
+from hubserve.invocation import InvocationRequest, InvocationResult, RecordResult
 from hubserve.serving.context import ServingContext
 from hubserve.serving.replica import Replica
 from hubserve.serving.replica_set import ReplicaSet
@@ -176,6 +176,34 @@ class EndpointRuntime:
         """The answer, within `timeout_s` (an asynchronous request's own InvocationTimeoutSeconds), else the
         endpoint's timeout."""
         return await self._pick().invoke(request, timeout_s or self.spec.timeout_s)
+
+    async def invoke_records(self, records: Sequence[bytes], content_type: str, accept: str,
+                             timeout_s: float | None = None) -> list[RecordResult]:
+        """One result per record (a batch transform's mini-batch), each answered as `invoke` answers that record
+        alone. The records go in as few messages as the endpoint's max_payload_bytes allows (one, for a mini-batch
+        made for it); a record over that limit is its own 413. ReplicaLost (the worker died), NoReadyReplica and
+        InvocationTimeout raise for the whole call: the caller retries it."""
+        limit = self.spec.max_payload_bytes
+        results: list[RecordResult | None] = [None] * len(records)
+        messages: list[list[int]] = []
+        size = 0
+        for index, record in enumerate(records):
+            if len(record) > limit:
+                results[index] = RecordResult(ok=False, status=PayloadTooLarge.status, message=(
+                    f"the record ({len(record)} bytes) is over this endpoint's limit of {limit} bytes"))
+                continue
+            if not messages or size + len(record) > limit:
+                messages.append([])
+                size = 0
+            messages[-1].append(index)
+            size += len(record)
+        timeout = timeout_s or self.spec.timeout_s
+        answers = await asyncio.gather(*(self._pick().invoke_records([records[i] for i in message], content_type,
+                                                                     accept, timeout) for message in messages))
+        for message, answer in zip(messages, answers, strict=True):
+            for index, result in zip(message, answer, strict=True):
+                results[index] = result
+        return [result for result in results if result is not None]
 
     async def stream(self, request: InvocationRequest) -> AsyncIterator[bytes]:
         """Streamed events; the timeout bounds the wait for the first one."""

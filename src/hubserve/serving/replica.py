@@ -8,13 +8,19 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from enum import StrEnum
 from typing import Any
 
 from hubserve.channel import Channel, ChannelClosed
 from hubserve.errors import HubserveError, InvocationTimeout, ReplicaLost, error_from_dict
-from hubserve.invocation import InvocationRequest, InvocationResult
+from hubserve.invocation import (
+    InvocationRequest,
+    InvocationResult,
+    RecordResult,
+    decode_record_results,
+    records_request,
+)
 from hubserve.serving.context import ServingContext
 from hubserve.serving.spawner import WorkerProcess, inherited_env
 from hubserve.serving.worker_log import describe_exit, last_error, log_size
@@ -188,15 +194,25 @@ class Replica:
         result: InvocationResult = await self._call({"op": "invoke", **request.header()}, request.body, timeout)
         return result
 
+    async def invoke_records(self, records: Sequence[bytes], content_type: str, accept: str,
+                             timeout: float) -> list[RecordResult]:
+        """One answer per record, all sent in one RECORDS message (see `hubserve.invocation`). The message counts as
+        as many requests in flight as it holds records, so that picking a replica weighs a job's mini-batches
+        against single requests; a worker dying under it is a ReplicaLost for the whole message, to retry."""
+        request = records_request(records, content_type, accept)
+        result: InvocationResult = await self._call({"op": "invoke", **request.header()}, request.body, timeout,
+                                                    weight=len(records))
+        return decode_record_results(result.body)
+
     async def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = await self._call({"op": "stats"}, b"", 10.0)
         return stats
 
-    async def _call(self, header: dict[str, Any], body: bytes, timeout: float) -> Any:
+    async def _call(self, header: dict[str, Any], body: bytes, timeout: float, weight: int = 1) -> Any:
         channel, request_id = self._open()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        self.in_flight += 1
+        self.in_flight += weight
         try:
             await channel.send({**header, "id": request_id}, body)
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -209,7 +225,7 @@ class Replica:
         except ChannelClosed as exc:
             raise _replica_lost() from exc
         finally:
-            self.in_flight -= 1
+            self.in_flight -= weight
             self._pending.pop(request_id, None)
 
     async def stream(self, request: InvocationRequest, timeout: float) -> AsyncIterator[bytes]:

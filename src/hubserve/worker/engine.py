@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from hubserve.errors import BadRequest, HubserveError, ModelError
-from hubserve.invocation import InvocationRequest, InvocationResult, Route, StreamHead
+from hubserve.errors import BadRequest, HubserveError, ModelError, Overloaded
+from hubserve.invocation import (
+    InvocationRequest,
+    InvocationResult,
+    RecordResult,
+    Route,
+    StreamHead,
+    encode_record_results,
+    unpack_frames,
+)
 from hubserve.spec import EngineSpec
 from hubserve.worker import codecs, protocols
 from hubserve.worker.batching import DynamicBatcher, Work
@@ -21,6 +30,8 @@ from hubserve.worker.torch_threads import adopt_torch_threads
 
 # The routes custom code answers itself: the endpoint URL, and SageMaker's response stream (its generators' chunks).
 CUSTOM_ROUTES = (Route.ROOT, Route.RESPONSE_STREAM)
+# How long a record waits before it asks a generation engine full of other callers' requests again.
+OVERLOADED_RETRY_S = 0.05
 
 
 class Engine:
@@ -43,6 +54,9 @@ class Engine:
         # Decoding large bodies (images, audio, big JSON) stays off the event loop too.
         self._codec_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codec")
         self.batcher: DynamicBatcher | None = None
+        # Records of RECORDS messages running at once on a generation engine: within its max_concurrent_requests, so
+        # that a mini-batch larger than that waits its turn rather than failing its own records with 429s.
+        self._record_slots = asyncio.Semaphore(engine_spec.max_concurrent_requests)
         if self.generator is not None:
             self.generator.configure_generation(**engine_spec.generation_limits())
         elif self.model is not None:
@@ -84,6 +98,8 @@ class Engine:
         return bool(request.route) and not (self.custom is not None and request.route in CUSTOM_ROUTES)
 
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
+        if request.route is Route.RECORDS:
+            return await self._invoke_records(request)
         if self._protocol(request):
             return await protocols.invoke(self, request)
         if self.custom is not None:
@@ -95,6 +111,38 @@ class Engine:
         assert self.batcher is not None
         result: InvocationResult = await self.batcher.submit(work)
         return result
+
+    async def _invoke_records(self, request: InvocationRequest) -> InvocationResult:
+        """A batch transform's mini-batch: every record submitted at once (so they share the batcher's or the
+        generation engine's batches; custom code takes them one by one), each answered as the DEFAULT route answers
+        that record alone. A record's error is its own: the others still get their answers."""
+        try:
+            records = unpack_frames(request.body)
+        except Exception as exc:
+            raise BadRequest(f"a RECORDS message that does not parse: {exc}") from None
+        single = dataclasses.replace(request, body=b"", route=Route.DEFAULT)
+        results = await asyncio.gather(*(self._record(dataclasses.replace(single, body=record))
+                                         for record in records))
+        return encode_record_results(results)
+
+    async def _record(self, request: InvocationRequest) -> RecordResult:
+        try:
+            answer = await (self.invoke(request) if self.generator is None else self._generate_record(request))
+        except HubserveError as exc:
+            return RecordResult(ok=False, status=exc.status, message=exc.message)
+        except Exception as exc:  # as the replica fails a request the engine did not map
+            return RecordResult(ok=False, status=ModelError.status, message=f"{type(exc).__name__}: {exc}")
+        return RecordResult(ok=True, body=answer.body, content_type=answer.content_type)
+
+    async def _generate_record(self, request: InvocationRequest) -> InvocationResult:
+        """A record through the generation engine: it waits for a slot while the engine is full (others' requests
+        too), where a caller of its own would get a 429 to retry."""
+        async with self._record_slots:
+            while True:
+                try:
+                    return await self.invoke(request)
+                except Overloaded:
+                    await asyncio.sleep(OVERLOADED_RETRY_S)
 
     async def stream(self, request: InvocationRequest) -> AsyncGenerator[protocols.Event, None]:
         """Events of a streamed answer (one per token, then a final one; for RESPONSE_STREAM a StreamHead, then raw

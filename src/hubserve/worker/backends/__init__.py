@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from hubserve.worker.backends.onnx_runtime import load_onnx
 from hubserve.worker.backends.openvino_runtime import load_openvino
-from hubserve.worker.backends.session import BackendUnavailable, Export, RuntimeSession
+from hubserve.worker.backends.session import BackendUnavailable, Export, RuntimeSession, failure_reason
 
 if TYPE_CHECKING:
     from hubserve.worker.tasks.base import LoadOptions, TaskAdapter
@@ -80,7 +80,7 @@ def open_runtime(adapter: TaskAdapter, export: Export, unsupported: str | None =
             raise BackendUnavailable(unsupported)
         session = RUNTIMES[runtime].load(export)
     except Exception as exc:  # an export or a runtime can fail in any way: torch serves, or the load fails
-        reason = str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
+        reason = failure_reason(exc)
         if options.precision != "auto":
             raise BackendUnavailable(f"engine.precision {options.precision} cannot serve this model: "
                                      f"{reason}") from exc

@@ -1,6 +1,7 @@
-"""ONNX Runtime sessions over cached exports (float32, or int8 with `engine.precision int8`): tuned for the replica's
-cores, and checked at every load against the outputs torch gave for the probe inputs when the model was exported (so
-a load needs no torch model), within the stated tolerance of the session's precision."""
+"""ONNX Runtime sessions over cached exports (float32, or int8 with `engine.precision int8`; from the traced graph
+where the architecture has one, else from the plain export): tuned for the replica's cores, and checked at every load
+against the outputs torch gave for the probe inputs when the model was exported (so a load needs no torch model),
+within the stated tolerance of the session's precision."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hubserve.worker.backends.accuracy import FLOAT32, INT8, check_reference
-from hubserve.worker.backends.onnx_export import MODEL_FILE, exported
+from hubserve.worker.backends.accuracy import FLOAT32, INT8, Tolerance, check_reference
+from hubserve.worker.backends.onnx_export import MODEL_FILE, on_float32_export
 from hubserve.worker.backends.quantize import quantized
 from hubserve.worker.backends.row_shares import run_in_shares
 from hubserve.worker.backends.session import BackendUnavailable, Export
@@ -26,13 +27,15 @@ class OnnxSession:
     """An `onnxruntime.InferenceSession` for one export: intra-op threads as many as torch's (the replica's share of
     the cores), one inter-op thread, sequential execution, every graph optimisation, no spinning. A batch runs as that
     many concurrent runs over shares of its rows (see row_shares); a single row over all the threads. `dtype` is what
-    the export's weights are: "float32", or "int8" (quantised)."""
+    the export's weights are: "float32", or "int8" (quantised); `note`, why it runs the plain export where a traced
+    graph was tried (None: nothing to say)."""
 
     backend = "onnx"
 
     def __init__(self, folder: Path, threads: int, dtype: str = "float32") -> None:
         self.dtype = dtype
         self.threads = threads
+        self.note: str | None = None
         if onnxruntime is None:
             raise BackendUnavailable("onnxruntime is not installed")
         options = onnxruntime.SessionOptions()
@@ -55,12 +58,18 @@ class OnnxSession:
 
 
 def load_onnx(export: Export) -> OnnxSession:
-    """A session over the model's export (exported now unless cached; quantised to int8 too where that precision is
-    asked for), checked against torch's outputs within its precision's tolerance."""
+    """A session over the model's float32 export (see `on_float32_export`; exported now unless cached), or over its
+    int8 quantisation where that precision is asked for, checked against torch's outputs within its precision's
+    tolerance."""
     if onnxruntime is None:
         raise BackendUnavailable("onnxruntime is not installed")
-    int8 = export.options.precision == "int8"
-    folder = quantized(export) if int8 else exported(export)
-    session = OnnxSession(folder, torch.get_num_threads(), "int8" if int8 else "float32")
-    check_reference(session, folder, INT8 if int8 else FLOAT32)
+    if export.options.precision == "int8":
+        return on_float32_export(export, lambda folder: checked_session(quantized(export, folder), "int8", INT8))
+    return on_float32_export(export, lambda folder: checked_session(folder, "float32", FLOAT32))
+
+
+def checked_session(folder: Path, dtype: str, tolerance: Tolerance) -> OnnxSession:
+    """A session over the export in `folder`, its outputs checked against torch's within `tolerance`."""
+    session = OnnxSession(folder, torch.get_num_threads(), dtype)
+    check_reference(session, folder, tolerance)
     return session

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hubserve.worker.backends.accuracy import BF16, FLOAT32, check_reference
-from hubserve.worker.backends.onnx_export import MODEL_FILE, exported
+from hubserve.worker.backends.onnx_export import MODEL_FILE, on_float32_export
 from hubserve.worker.backends.session import BackendUnavailable, Export
 
 # OpenVINO's names for the precisions asked for, and ours (a session's `dtype`).
@@ -63,7 +63,8 @@ class OpenVinoSession:
             self.note = (f"engine.precision bf16: OpenVINO computes in {self.dtype} on this CPU (its CPU plugin can "
                          f"compute in {', '.join(cpu_capabilities(core))})")
         self.input_names = tuple(port.get_any_name() for port in self.compiled.inputs)
-        self.outputs = tuple(port.get_any_name() for port in self.compiled.outputs)
+        # Every name of each output: in a traced graph an output tensor can have more than the one it was exported as.
+        self.outputs = tuple(tuple(sorted(port.get_names())) for port in self.compiled.outputs)
         self._requests = threading.local()  # an infer request serves one run at a time: one per calling thread
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -73,14 +74,18 @@ class OpenVinoSession:
         feed = {name: np.asarray(inputs[name], dtype=np.int64) for name in self.input_names}
         results = request.infer(feed)
         return {name: np.asarray(results[port], dtype=np.float32)
-                for name, port in zip(self.outputs, self.compiled.outputs, strict=True)}
+                for names, port in zip(self.outputs, self.compiled.outputs, strict=True) for name in names}
 
 
 def load_openvino(export: Export) -> OpenVinoSession:
-    """A session over the model's ONNX export (exported now unless cached), in bf16 where that precision is asked
-    for, checked against torch's outputs within the tolerance of what it computes in."""
-    folder = exported(export)
+    """A session over the model's float32 ONNX export (see `on_float32_export`; exported now unless cached), in
+    bf16 where that precision is asked for, checked against torch's outputs within the tolerance of what it computes
+    in."""
     precision = "bf16" if export.options.precision == "bf16" else "f32"
-    session = OpenVinoSession(folder, torch.get_num_threads(), precision)
-    check_reference(session, folder, BF16 if session.dtype == "bfloat16" else FLOAT32)
-    return session
+
+    def open_checked(folder: Path) -> OpenVinoSession:
+        session = OpenVinoSession(folder, torch.get_num_threads(), precision)
+        check_reference(session, folder, BF16 if session.dtype == "bfloat16" else FLOAT32)
+        return session
+
+    return on_float32_export(export, open_checked)

@@ -17,7 +17,6 @@ from hubserve.worker.backends.onnx_export import (
     REFERENCE_FILE,
     cached_export,
     export_key,
-    exported,
     versions,
 )
 from hubserve.worker.backends.session import BackendUnavailable, Export
@@ -42,11 +41,11 @@ class _NoPreprocessingAdvice(logging.Filter):
         return not record.getMessage().startswith("Please consider to run pre-processing")
 
 
-def quantized(export: Export) -> Path:
-    """The folder of the model's int8 export (quantised now, from the float32 export, unless it is cached)."""
+def quantized(export: Export, source: Path) -> Path:
+    """The folder of the int8 quantisation of the model's float32 export in `source` (quantised now unless it is
+    cached)."""
     if export.options.exports_dir is None:
         raise BackendUnavailable("no exports folder to keep the ONNX export in")
-    source = exported(export)
     exports_dir = Path(export.options.exports_dir)
     key = export_key(export, "onnx", "int8", exports_dir, quantize_version=QUANTIZE_VERSION,
                      quantizer=versions(("onnxruntime",)), source=source.name)

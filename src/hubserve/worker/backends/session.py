@@ -36,6 +36,11 @@ class BackendUnavailable(HubserveError):
     with it)."""
 
 
+def failure_reason(exc: BaseException) -> str:
+    """What a failed export or load says: a BackendUnavailable's message, or any other error's type and message."""
+    return str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
+
+
 class Export:
     """What a runtime runs: the model in `model_dir` as `auto_class` (a transformers Auto class's name) loads it,
     giving these `outputs` (fields of its output), fed what its `tokenizer` makes of texts. The tokenizer and the

@@ -171,6 +171,9 @@ class GenerationEngine:
 
     def _run(self) -> None:
         adopt_torch_threads()  # this thread runs every forward of the engine
+        threads = getattr(self.scheduler.model, "torch_threads", None)
+        if threads is not None:  # torch only samples here: the model's own threads run its forwards
+            torch.set_num_threads(threads)
         with torch.inference_mode():
             while True:
                 with self._condition:

@@ -36,7 +36,8 @@ class RunningBatch(Protocol):
 
 class BatchModel(Protocol):
     """A model under the scheduler. Logits are float rows of the vocabulary's width on `device`, valid until the
-    next call."""
+    next call. A model may name `torch_threads`: the generation thread's torch thread count (where torch only
+    samples beside the model's own threads)."""
 
     device: torch.device
     vocab_size: int  # the width of the logits

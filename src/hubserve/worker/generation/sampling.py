@@ -6,8 +6,9 @@ whose rows leave it off."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from hubserve.worker.generation.types import SamplingParams
@@ -33,6 +34,10 @@ class RowSampling:
     min_new: list[tuple[int, int, list[int]]]  # (row, min_new_tokens, eos ids) of rows that bound EOS
     constrained: list[int]  # rows with a grammar, in the order of the mask `choose` takes
     top_n: dict[int, int]  # row -> how many alternatives it asks for
+    # Every row greedy, with no penalty and no alternatives: `choose` then needs only each row's argmax and its log
+    # probability, which it computes in numpy (see `choose_greedy`).
+    plain_greedy: bool = False
+    scratch: np.ndarray | None = field(default=None, repr=False)  # `choose_greedy`'s work buffer, kept between steps
 
     @classmethod
     def build(
@@ -64,6 +69,9 @@ class RowSampling:
                      if p.min_new_tokens and p.grammar is None],
             constrained=[row for row, p in enumerate(params) if p.grammar is not None],
             top_n={row: p.top_n_tokens for row, p in enumerate(params) if p.top_n_tokens},
+            plain_greedy=not rows and all(p.repetition_penalty == 1.0 and not p.frequency_penalty
+                                          and not p.presence_penalty and not p.top_n_tokens and p.grammar is None
+                                          for p in params),
         )
 
 
@@ -100,6 +108,8 @@ def choose(
     for row, min_new, eos in rows.min_new:
         if generated[row] < min_new and eos:
             scores[row, eos] = NEG_INF
+    if rows.plain_greedy and refused is None and scores.device.type == "cpu":
+        return choose_greedy(scores, rows)
     if rows.penalty is not None:
         scores = penalize(scores, token_ids, rows.penalty)
     if rows.counted:
@@ -127,6 +137,23 @@ def choose(
             values, at = probs[asking].topk(widest(asking_rows, rows.top_n, probs), dim=-1)
             top.update(alternatives(asking_rows, rows.top_n, values.log(), indices[asking].gather(1, at)))
     return Choice(tokens, logprobs, top)
+
+
+def choose_greedy(scores: torch.Tensor, rows: RowSampling) -> Choice:
+    """Every row's most likely token (the first, among equals: torch's argmax too) and its log-probability, in
+    numpy on the scores' own memory: one thread, no copy of the logits (torch's argmax and logsumexp over a 49k
+    vocabulary cost several times as much CPU on a small batch, and wake torch's thread pool beside the model's)."""
+    values = scores.detach().numpy()
+    if not values.flags.c_contiguous:
+        values = np.ascontiguousarray(values)
+    tokens = values.argmax(axis=-1)
+    best = values[np.arange(len(values)), tokens]
+    if rows.scratch is None or rows.scratch.shape != values.shape:
+        rows.scratch = np.empty_like(values)
+    shifted = np.subtract(values, best[:, None], out=rows.scratch)
+    # log p(token) = token's score - logsumexp(scores) = -log(sum(exp(scores - token's score))).
+    logprobs = -np.log(np.exp(shifted, out=shifted).sum(axis=-1))
+    return Choice(torch.from_numpy(tokens), torch.from_numpy(logprobs), {})
 
 
 def widest(rows: list[int], top_n: dict[int, int], scores: torch.Tensor) -> int:
