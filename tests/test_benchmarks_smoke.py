@@ -132,8 +132,8 @@ def test_quick_sagemaker_stream(tmp_path: Path) -> None:
 
 def test_quick_transform(tmp_path: Path) -> None:
     """The transform suite end to end: embedding jobs (MultiRecord, SingleRecord) in rounds with the offline limits
-    of ONNX Runtime and PyTorch, the memory of a small and a ten times larger job, and a generation job on the
-    llamacpp backend beside offline padded batches."""
+    of ONNX Runtime and PyTorch, the memory of a small and a ten times larger job, and a generation job on a GGUF
+    (torch: a job aims at throughput) beside offline padded batches."""
     out = tmp_path / "transform.json"
     command = [sys.executable, "-m", "benchmarks.run", "--quick", "--suite", "transform", "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
@@ -149,5 +149,5 @@ def test_quick_transform(tmp_path: Path) -> None:
         assert len(rows[job, "throughput"]["details"]["ratios_by_round"]) == 3
     big = rows["job, 2,560 lines", "peak RSS (server + replicas)"]
     assert big["baseline"] == "job, 256 lines / peak RSS (server + replicas)" and big["target"] == "<= 1.1x"
-    generation = rows["job, 8 prompts x 4 tokens, llamacpp backend", "throughput"]
+    generation = rows["job, 8 prompts x 4 tokens, torch backend (auto, goal throughput)", "throughput"]
     assert generation["unit"] == "tokens/s" and generation["baseline"].startswith("offline padded batches of 16")

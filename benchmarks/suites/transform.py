@@ -1,8 +1,9 @@
-"""Batch transform jobs at the engine's speed: 10,000 twelve-word sentences (JSON Lines) through MiniLM as a job
-on its own replica, MultiRecord and SingleRecord, against the offline batch-32 limits of PyTorch and of ONNX Runtime
-(what `auto` serves MiniLM on) in alternating rounds; the peak resident memory of hubserve's process tree during a
-10,000-line and a 100,000-line job; 500 chat prompts x 32 new tokens through SmolLM2's GGUF (llama.cpp, as `auto`
-picks it) against offline padded batches of `generate`, alternating.
+"""Batch transform jobs at the engine's speed: 10,000 twelve-word sentences (JSON Lines) through MiniLM as a job on its
+own replica, MultiRecord and SingleRecord, against the offline batch-32 limits of PyTorch and of ONNX Runtime (what
+`auto` serves MiniLM on) in alternating rounds; the peak resident memory of hubserve's process tree during a
+10,000-line and a 100,000-line job; 500 chat prompts x 32 new tokens through SmolLM2's GGUF (torch's continuous
+batching, as `auto` picks it for a job's own replicas: engine.goal throughput) against offline padded batches of
+`generate`, alternating.
 
 A job's throughput is its records over the time from its log's "replicas ready" to its file's "finished" line: the
 model's start and stop are the cold start suite's business; they are in the details (`create_to_end_s`).
@@ -240,7 +241,7 @@ def generation_rows(context: Context, jobs: Jobs, sizes: Sizes) -> list[Row]:
     warmup = jobs.write_input("prompts-warmup", [{"inputs": chat(text), "parameters": _greedy(2)}
                                                  for text in warm_texts])
     offline_config = f"offline padded batches of {GENERATION_BATCH} ({context.models.generation_dtype})"
-    job_config = f"job, {sizes.prompts} prompts x {sizes.new_tokens} tokens, llamacpp backend"
+    job_config = f"job, {sizes.prompts} prompts x {sizes.new_tokens} tokens, torch backend (auto, goal throughput)"
     model = attempt(offline_config, lambda: _load_model(context))
     configs: dict[str, Sample] = {}
     if not isinstance(model, Unavailable):
@@ -259,7 +260,7 @@ def generation_rows(context: Context, jobs: Jobs, sizes: Sizes) -> list[Row]:
     limit = _offline_row(offline_config, results.get(offline_config, model if isinstance(model, Unavailable)
                                                       else Unavailable("not measured")),
                          TOKENS_PER_SECOND, {"prompts": sizes.offline_prompts, "new_tokens": sizes.new_tokens})
-    return [limit, *_job_rows(job_config, results[job_config], [limit], "llamacpp", TOKENS_PER_SECOND,
+    return [limit, *_job_rows(job_config, results[job_config], [limit], "torch", TOKENS_PER_SECOND,
                               scale=sizes.new_tokens)]
 
 

@@ -290,6 +290,27 @@ def test_engine_answers_as_the_endpoint_does(jobs: Jobs, server: Server, tiny_mo
     assert nearly_equal(answers(out / "texts.jsonl.out"), alone)
 
 
+def test_a_gguf_job_runs_for_throughput_unless_it_asks_for_latency(jobs: Jobs, tiny_model: Callable[[str], Path],
+                                                                  tmp_path: Path) -> None:
+    """`auto` serves a GGUF file on llama.cpp for an endpoint (one fast stream), but a job's own replicas aim at
+    throughput: torch's continuous batching; a job that names `engine.goal: latency` gets llama.cpp, and both answer
+    every record."""
+    from tiny_models import TINY_GGUF_FILE
+
+    gguf = tiny_model("text-generation-gguf") / TINY_GGUF_FILE
+    source = tmp_path / "prompts.jsonl"
+    source.write_bytes(lines([{"inputs": f"prompt {i}", "parameters": {"max_new_tokens": 4, "do_sample": False}}
+                              for i in range(6)]))
+    for name, engine, backend in (("gguf-throughput", {}, "torch"),
+                                  ("gguf-latency", {"goal": "latency"}, "llamacpp")):
+        out = tmp_path / name
+        job = jobs.run({"name": name, "model": str(gguf), "task": "text-generation", "engine": engine,
+                        "input": str(source), "output": str(out)})
+        assert job["state"] == "Completed", job
+        assert f"replicas ready: 1 of 1 ({backend} backend)" in jobs.logs(name)
+        assert len(answers(out / "prompts.jsonl.out")) == 6
+
+
 def test_missing_input_is_a_400_and_nothing_is_kept(jobs: Jobs, tmp_path: Path) -> None:
     for source in (str(tmp_path / "absent.jsonl"), "s3://jobs/no-such-prefix/", str(tmp_path)):
         response = jobs.create({"name": "no-input", "endpoint": ECHO, "input": source, "output": str(tmp_path)})

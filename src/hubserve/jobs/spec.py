@@ -113,12 +113,18 @@ class TransformJobSpec(BaseModel):
         still fits one channel frame."""
         return self.max_payload_mb * 1024 * 1024 if self.max_payload_mb else MAX_PAYLOAD_BYTES
 
+    def engine_spec(self) -> EngineSpec:
+        """The job's engine: aimed at throughput unless the job says otherwise (a job wants the most answers per
+        second, not the fastest single one)."""
+        return self.engine if "goal" in self.engine.model_fields_set else self.engine.model_copy(
+            update={"goal": "throughput"})
+
     def endpoint_spec(self) -> EndpointSpec:
         """The spec of the job's transient replicas (only for a job with its own `model`)."""
         assert self.model is not None
         return EndpointSpec(name=f"job-{self.name}"[:63].rstrip("-"), model=self.model, revision=self.revision,
                             task=self.task, env=self.env, device=self.device, dtype=self.dtype,
-                            trust_remote_code=self.trust_remote_code, engine=self.engine,
+                            trust_remote_code=self.trust_remote_code, engine=self.engine_spec(),
                             replicas=self.instance_count, max_payload_bytes=self.max_payload_bytes,
                             timeout_s=self.timeout_s)
 

@@ -66,7 +66,7 @@ def load_handler(config: WorkerConfig) -> TaskModel | CustomCode:
                               cache_dir=models_dir, endpoint=spec.name, limits=config.archive_limits)
     options = LoadOptions(device=resolve_device(spec.device), dtype=spec.dtype,
                           trust_remote_code=spec.trust_remote_code, gguf_file=resolved.gguf_file,
-                          backend=spec.engine.backend, precision=spec.engine.precision,
+                          backend=spec.engine.backend, precision=spec.engine.precision, goal=spec.engine.goal,
                           exports_dir=str(models_dir / "exports"))
     extra_paths: list[Path] = []
     cache = EndpointCache(models_dir, spec.name)

@@ -21,6 +21,7 @@ class LoadOptions:
     gguf_file: str | None = None  # a .gguf file inside the model folder, loaded with gguf_file=
     backend: str = "auto"  # EngineSpec.backend: auto, torch, onnx, openvino, llamacpp
     precision: str = "auto"  # EngineSpec.precision: auto, int8, bf16
+    goal: str = "latency"  # EngineSpec.goal: latency, throughput
     exports_dir: str | None = None  # where exported models (ONNX, OpenVINO) are cached by content hash
 
 

@@ -172,7 +172,8 @@ class TextGenerationAdapter(PipelineAdapter):
     @classmethod
     def serves_gguf(cls, options: LoadOptions) -> bool:
         # (Named, on any device: open_llamacpp then says why it cannot.)
-        return options.backend == "llamacpp" or (options.backend == "auto" and options.device == "cpu")
+        return options.backend == "llamacpp" or (options.backend == "auto" and options.device == "cpu"
+                                                 and options.goal == "latency")
 
     def __init__(self, model_dir: Path, options: LoadOptions) -> None:
         llama, note = open_llamacpp(model_dir, options, self.pipeline_class)
@@ -458,10 +459,10 @@ class TextGenerationAdapter(PipelineAdapter):
 def open_llamacpp(model_dir: Path, options: LoadOptions,
                   pipeline_class: type[Pipeline] | None) -> tuple[tuple[Any, Pipeline] | None, str | None]:
     """llama.cpp's model and the weightless pipeline beside it, when llama.cpp serves (`backend` llamacpp, or auto
-    for a GGUF file on the CPU); else None, and why torch serves a model auto meant for llama.cpp. A model asked to
-    run on llama.cpp that cannot fails here, with the reason."""
+    for a GGUF file on the CPU where the goal is latency); else None, and why torch serves a model auto meant for
+    llama.cpp. A model asked to run on llama.cpp that cannot fails here, with the reason."""
     asked = options.backend == "llamacpp"
-    if options.backend not in ("auto", "llamacpp"):
+    if options.backend not in ("auto", "llamacpp") or (not asked and options.goal == "throughput"):
         return None, None
     if options.gguf_file is None or options.device != "cpu":
         if not asked:
