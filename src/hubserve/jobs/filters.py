@@ -15,7 +15,6 @@ import orjson
 
 from hubserve.errors import BadRequest
 from hubserve.jobs.spec import DataProcessing
-from hubserve.worker import codecs
 
 JSON_LINES_TYPES = frozenset({"application/jsonlines", "application/x-jsonlines", "application/json-lines"})
 # Where JoinSource Input puts the answer in a JSON record, and the input when that record is not an object.
@@ -150,6 +149,9 @@ def _bracket(text: str, position: int) -> tuple[_Step, int]:
 
 def _record_format(content_type: str) -> str | None:
     """"json" or "csv" for a content type the filters read, else None."""
+    # Here, not at the top: the codecs bring numpy and PIL, which the API process otherwise never loads.
+    from hubserve.worker import codecs
+
     media = codecs.media_type(content_type)
     if media == codecs.JSON or media.endswith("+json") or media in JSON_LINES_TYPES:
         return "json"
@@ -218,6 +220,8 @@ def _parse_value(data: bytes, content_type: str, form: str | None, what: str) ->
             return orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"the {what} is not valid JSON: {exc}") from None
+    from hubserve.worker import codecs
+
     text = codecs.decode_text(data, content_type)
     if form != "csv":
         return text
