@@ -34,6 +34,11 @@ class ServerSettings(BaseSettings):
     body_timeout_s: float = Field(default=30.0, gt=0)
     # Replicas of all endpoints together; unset: what the machine holds (serving/capacity.py states the rule).
     max_replicas: int | None = Field(default=None, ge=1)
+    # Bytes all replicas together may use (`--max-memory`); unset: a share of the machine's memory
+    # (serving/capacity.py states the rule). A scale-up that would pass it is refused with a message.
+    max_memory: int | None = Field(default=None, ge=1)
+    # Serve GET /metrics without the admin token (for a Prometheus that scrapes without credentials).
+    public_metrics: bool = False
     # How far a model archive may unpack: in all, and as a multiple of its own size (compression bombs).
     max_unpacked_bytes: int = Field(default=ArchiveLimits().max_unpacked_bytes, ge=1)
     max_compression_ratio: float = Field(default=ArchiveLimits().max_compression_ratio, gt=1)

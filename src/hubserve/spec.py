@@ -118,6 +118,10 @@ class EndpointState(StrEnum):
     running = "running"
     updating = "updating"
     failed = "failed"
+    # Autoscaled to no replica after idling (min_replicas 0): the next request starts one and is held meanwhile.
+    scaled_to_zero = "scaledToZero"
+    # Paused by its owner: no replica, the spec kept, requests answered 503 until it is resumed.
+    paused = "paused"
 
 
 class EngineSpec(BaseModel):
@@ -176,6 +180,33 @@ class AsyncInferenceSpec(BaseModel):
         return self.failure_path or self.output_path
 
 
+class AutoscalingSpec(BaseModel):
+    """Replicas sized to the traffic, as Inference Endpoints' min and max replicas: added while the requests in
+    flight per replica stay above `target`, removed once idle; with `min_replicas` 0 the endpoint scales to zero
+    after `scale_to_zero_after_s` without a request, and the next request waits (up to `scale_up_hold_s`) for the
+    replica it starts."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    min_replicas: int = Field(default=1, ge=0, le=64)
+    max_replicas: int = Field(default=1, ge=1, le=64)
+    # Requests in flight per ready replica (held requests count too) above which the endpoint scales up.
+    target: float = Field(default=4.0, gt=0)
+    scale_up_after_s: float = Field(default=10.0, ge=0)
+    scale_down_after_s: float = Field(default=300.0, ge=0)
+    scale_to_zero_after_s: float = Field(default=900.0, ge=0)
+    # How long a request at zero replicas waits for one to be ready; `X-Scale-Up-Timeout` sets it per request.
+    scale_up_hold_s: float = Field(default=120.0, ge=0)
+
+    _whole_numbers = field_validator("min_replicas", "max_replicas", mode="before")(_whole_number)
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is over max_replicas ({self.max_replicas})")
+        return self
+
+
 class SpecFields(BaseModel):
     """Fields shared by a full spec and an update; None in an update means unchanged."""
 
@@ -196,6 +227,8 @@ class SpecFields(BaseModel):
     trust_remote_code: bool | None = None
     engine: EngineSpec | None = None
     async_inference: AsyncInferenceSpec | None = None
+    # Unset: a fixed `replicas` count.
+    autoscaling: AutoscalingSpec | None = None
 
     _whole_numbers = field_validator("replicas", "max_payload_bytes", mode="before")(_whole_number)
 
