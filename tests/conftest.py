@@ -171,6 +171,23 @@ def admin_client(service: str, url: str) -> Any:
 
 
 @contextlib.contextmanager
+def running_endpoints(server: Server, specs: list[dict[str, Any]]) -> Iterator[None]:
+    """The endpoints of `specs`, created together (their replicas start side by side), running until the block
+    ends, then deleted."""
+    client = server.client()
+    try:
+        for spec in specs:
+            client.create_endpoint(spec)
+        for spec in specs:
+            client.wait(spec["name"], timeout=600)
+        yield
+    finally:
+        for spec in specs:
+            with contextlib.suppress(Exception):
+                client.delete_endpoint(spec["name"])
+
+
+@contextlib.contextmanager
 def server_with_echo(home: Path, name: str, model: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
     """A server of its own (with `env`) whose echo endpoint `name` (model folder `model`) is running."""
     from custom_models import write_echo_model

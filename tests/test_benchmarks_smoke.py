@@ -151,3 +151,20 @@ def test_quick_transform(tmp_path: Path) -> None:
     assert big["baseline"] == "job, 256 lines / peak RSS (server + replicas)" and big["target"] == "<= 1.1x"
     generation = rows["job, 8 prompts x 4 tokens, torch backend (auto, goal throughput)", "throughput"]
     assert generation["unit"] == "tokens/s" and generation["baseline"].startswith("offline padded batches of 16")
+
+
+def test_quick_scale_to_zero(tmp_path: Path) -> None:
+    """Cold starts and wakes from zero of both models in alternating rounds, the wake against the cold start."""
+    out = tmp_path / "scale_to_zero.json"
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--suite", "scale_to_zero", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {(row["config"], row["metric"]): row for row in json.loads(out.read_text())["rows"]}
+    configs = ("tiny embedding model (feature-extraction)", "tiny Llama (GGUF) (text-generation)")
+    cold, wake = "cold start: create -> first answer", "wake from zero: first request -> answer"
+    assert set(rows) == {(config, metric) for config in configs for metric in (cold, wake)}
+    assert all(isinstance(row["value"], float) and row["value"] > 0 for row in rows.values()), rows
+    for config in configs:
+        woken = rows[config, wake]
+        assert woken["baseline"] == f"{config} / {cold}" and woken["target"] == "<= +0.3 s"
+        assert woken["delta"] is not None and isinstance(woken["met"], bool)

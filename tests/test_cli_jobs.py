@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from hubserve.cli import PLAIN_EVERY_S, ProgressDisplay, _job_fields, build_parser, main, progress_bar, progress_text
+from hubserve.cli import build_parser, main
+from hubserve.cli.jobs import _job_fields
+from hubserve.cli.progress import PLAIN_EVERY_S, ProgressDisplay, progress_bar, progress_text
 from hubserve.client import job_spec, unique_job_name
 from hubserve.jobs.spec import JobProgress, JobState, TransformJob, TransformJobSpec
 from hubserve.spec import NAME_PATTERN

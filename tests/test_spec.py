@@ -72,6 +72,15 @@ def test_update_changes_only_given_fields() -> None:
     assert moved.needs_new_replicas(spec)
 
 
+def test_a_fixed_replica_count_ends_autoscaling_and_other_changes_keep_it() -> None:
+    spec = EndpointSpec(name="e", model="m", autoscaling={"min_replicas": 0, "max_replicas": 3})
+    assert spec.updated(EndpointUpdate(timeout_s=5)).autoscaling == spec.autoscaling
+    fixed = spec.updated(EndpointUpdate(replicas=2))
+    assert (fixed.replicas, fixed.autoscaling) == (2, None)
+    bounded = spec.updated(EndpointUpdate.model_validate({"replicas": 2, "autoscaling": {"max_replicas": 4}}))
+    assert bounded.autoscaling is not None and bounded.autoscaling.max_replicas == 4
+
+
 def test_update_is_validated() -> None:
     with pytest.raises(ValidationError):
         EndpointUpdate(replicas=0)

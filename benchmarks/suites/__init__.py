@@ -14,6 +14,7 @@ from benchmarks.suites import (
     generation,
     llamacpp,
     sagemaker_stream,
+    scale_to_zero,
     soak,
     transform,
 )
@@ -27,5 +28,6 @@ SUITES: dict[str, Callable[[Context], list[Row]]] = {
     "sagemaker_stream": sagemaker_stream.run,
     "transform": transform.run,
     "coldstart": coldstart.run,
+    "scale_to_zero": scale_to_zero.run,
     "soak": soak.run,
 }

@@ -118,15 +118,27 @@ class Client:
     def delete_endpoint(self, name: str) -> None:
         self._call("DELETE", f"/api/v1/endpoints/{name}")
 
+    def pause_endpoint(self, name: str) -> dict[str, Any]:
+        """Stops the endpoint's replicas and keeps its spec: it answers 503 until resumed (also after a restart)."""
+        return dict(self._call("POST", f"/api/v1/endpoints/{name}/pause"))
+
+    def resume_endpoint(self, name: str) -> dict[str, Any]:
+        """Deploys a paused endpoint again; a 409 if it is not paused."""
+        return dict(self._call("POST", f"/api/v1/endpoints/{name}/resume"))
+
     def wait(self, name: str, timeout: float = 600.0, poll: float = 0.5) -> dict[str, Any]:
-        """Until the endpoint is running with its target replicas; raises when it fails."""
+        """Until the endpoint is running with its target replicas, or scaled to zero (its next request wakes it);
+        raises when it fails or is paused."""
         deadline = time.monotonic() + timeout
         while True:
             endpoint = self.get_endpoint(name)
             status = endpoint["status"]
             if status["state"] == "failed":
                 raise HubserveAPIError(424, f"endpoint {name} failed: {status.get('message')}")
-            if status["state"] == "running" and status["ready_replicas"] >= status["target_replicas"]:
+            if status["state"] == "paused":
+                raise HubserveAPIError(409, f"endpoint {name} is paused; resume it to serve")
+            if status["state"] == "scaledToZero" or (
+                    status["state"] == "running" and status["ready_replicas"] >= status["target_replicas"]):
                 return endpoint
             if time.monotonic() > deadline:
                 raise TimeoutError(f"endpoint {name} is still {status['state']} after {timeout:g} s")
@@ -145,6 +157,27 @@ class Client:
         response = self._http.get(path, params={"tail": tail})
         _raise_for_status(response)
         return response.text
+
+    def analytics(self, name: str, period: str = "1h") -> dict[str, Any]:
+        """The endpoint's traffic over the last `period` ("1h": 60 points of a minute, "1d": 96 of 15 minutes):
+        requests, status classes, p50/p90/p99 latency and replicas per point, and their `totals`."""
+        return dict(self._call("GET", f"/api/v1/endpoints/{name}/analytics", params={"period": period}))
+
+    def metrics(self) -> str:
+        """The server's Prometheus metrics, as text."""
+        response = self._http.get("/metrics")
+        _raise_for_status(response)
+        return response.text
+
+    # catalog
+    def list_models(self) -> list[dict[str, Any]]:
+        """The models available on the server (its Hub cache, installed model packages, folders under its home):
+        each with an `id` to deploy as `model`, its `format`, `source` and `tasks`."""
+        return list(self._call("GET", "/api/v1/models")["items"])
+
+    def list_tasks(self) -> list[str]:
+        """Every task the server serves."""
+        return list(self._call("GET", "/api/v1/tasks")["tasks"])
 
     # batch transform jobs
     def create_job(self, spec: dict[str, Any]) -> dict[str, Any]:

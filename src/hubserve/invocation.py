@@ -45,6 +45,9 @@ class InvocationRequest:
     stream: bool = False
     # The protocol operation (see Route); the default is the task's own answer.
     route: Route = Route.DEFAULT
+    # How long to wait for a replica when none is ready (`X-Scale-Up-Timeout`); None: the endpoint's
+    # scale_up_hold_s. The router's business only: not sent to the replica.
+    scale_up_timeout_s: float | None = None
 
     def header(self) -> dict[str, object]:
         return {"content_type": self.content_type, "accept": self.accept, "attributes": self.attributes,

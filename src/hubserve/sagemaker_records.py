@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hubserve.env_secrets import is_secret
-from hubserve.spec import ENV_FIELDS, AsyncInferenceSpec, EndpointName, EndpointSpec, Env, Text
+from hubserve.spec import ENV_FIELDS, AsyncInferenceSpec, AutoscalingSpec, EndpointName, EndpointSpec, Env, Text
 from hubserve.store import Store
 
 SCHEMA = """
@@ -113,11 +113,23 @@ class Model(Shape):
 
 
 # endpoint configs
+# How long a serverless endpoint idles before it scales to zero: SageMaker does not say, and keeps a warm instance
+# for some minutes.
+SERVERLESS_IDLE_S = 300.0
+
+
 class Serverless(Shape):
-    """Kept for the autoscaling work: a serverless variant runs one replica for now."""
+    """A serverless variant: one replica at most, started by the first request after it scaled to zero (or kept
+    warm with ProvisionedConcurrency), taking at most MaxConcurrency requests at once (ThrottlingException past
+    it). MemorySizeInMB is kept for DescribeEndpoint: the server's --max-memory budget bounds the replicas."""
 
     MemorySizeInMB: int = Field(ge=1024, le=6144)
     MaxConcurrency: int = Field(ge=1, le=200)
+    ProvisionedConcurrency: int | None = Field(default=None, ge=1, le=200)
+
+    def autoscaling(self) -> AutoscalingSpec:
+        return AutoscalingSpec(min_replicas=1 if self.ProvisionedConcurrency else 0, max_replicas=1,
+                               target=float(self.MaxConcurrency), scale_to_zero_after_s=SERVERLESS_IDLE_S)
 
 
 class ProductionVariant(Shape):
@@ -210,6 +222,10 @@ def endpoint_spec(name: str, model: Model, config: EndpointConfig | None = None)
     if config is not None:
         data["replicas"] = config.variant.replicas
         data["device"] = "auto" if config.variant.accelerated else "cpu"
+        serverless = config.variant.ServerlessConfig
+        if serverless is not None:
+            data["autoscaling"] = serverless.autoscaling()
+            data["max_concurrency"] = serverless.MaxConcurrency
         if config.AsyncInferenceConfig is not None:
             data["async_inference"] = config.AsyncInferenceConfig.spec()
     return EndpointSpec.model_validate(data)

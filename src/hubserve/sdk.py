@@ -27,6 +27,15 @@ class Predictor:
         raw, returned_type = self.client.invoke(self.endpoint_name, body, content_type, accept)
         return json.loads(raw) if returned_type.startswith("application/json") else raw
 
+    def pause(self) -> dict[str, Any]:
+        """Stops the endpoint's replicas, keeping its spec; it answers 503 until `resume`. The paused endpoint."""
+        return self.client.pause_endpoint(self.endpoint_name)
+
+    def resume(self, wait: bool = True, timeout: float = 600.0) -> dict[str, Any]:
+        """Deploys the paused endpoint again; with `wait`, returns once it serves. The endpoint."""
+        endpoint = self.client.resume_endpoint(self.endpoint_name)
+        return self.client.wait(self.endpoint_name, timeout=timeout) if wait else endpoint
+
     def delete_endpoint(self) -> None:
         self.client.delete_endpoint(self.endpoint_name)
 

@@ -229,8 +229,11 @@ class SpecFields(BaseModel):
     async_inference: AsyncInferenceSpec | None = None
     # Unset: a fixed `replicas` count.
     autoscaling: AutoscalingSpec | None = None
+    # Requests the endpoint takes at once, all replicas and held requests together (SageMaker Serverless'
+    # MaxConcurrency): one more is refused with a 429. Unset: no bound but the replicas' own.
+    max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
 
-    _whole_numbers = field_validator("replicas", "max_payload_bytes", mode="before")(_whole_number)
+    _whole_numbers = field_validator("replicas", "max_payload_bytes", "max_concurrency", mode="before")(_whole_number)
 
     @model_validator(mode="before")
     @classmethod
@@ -277,12 +280,23 @@ class EndpointSpec(SpecFields):
     engine: EngineSpec = Field(default_factory=EngineSpec)
 
     def updated(self, change: EndpointUpdate) -> EndpointSpec:
-        """This spec with `change` applied (validated again as a whole)."""
+        """This spec with `change` applied (validated again as a whole). A change that sets `replicas` without
+        `autoscaling` asks for that fixed count: it ends the autoscaling."""
         data = self.model_dump()
         data.update(change.model_dump(exclude_unset=True, exclude_none=True))
+        if change.replicas is not None and change.autoscaling is None:
+            data["autoscaling"] = None
         if change.env is not None:
             data["env"] = unmasked(change.env, self.env)
         return EndpointSpec.model_validate(data)
+
+    @property
+    def initial_replicas(self) -> int:
+        """The replicas a deploy starts: `replicas`, kept within the autoscaling bounds (at least one)."""
+        scaling = self.autoscaling
+        if scaling is None:
+            return self.replicas
+        return min(max(self.replicas, scaling.min_replicas, 1), scaling.max_replicas)
 
     def needs_new_replicas(self, other: EndpointSpec) -> bool:
         """Whether going from `other` to this spec means loading the model again."""

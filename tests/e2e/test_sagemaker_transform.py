@@ -17,7 +17,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ADMIN_TOKEN, Server, admin_client, start_server
+from conftest import ADMIN_TOKEN, Server, admin_client, running_endpoints, start_server
 from custom_models import tar_gz
 from hubserve.env_secrets import MASK
 from sources_fixtures import moto_s3_server
@@ -241,11 +241,8 @@ def test_cloudwatch_reads_the_job_log_page_by_page(completed: dict[str, Any], lo
 @pytest.fixture(scope="module")
 def endpoint(server: Server, tiny_model: Callable[[str], Path]) -> Iterator[str]:
     """An endpoint made through hubserve's own API."""
-    client = server.client()
-    client.create_endpoint({"name": "logged", "model": str(tiny_model("text-classification"))})
-    client.wait("logged", timeout=600)
-    yield "logged"
-    client.delete_endpoint("logged")
+    with running_endpoints(server, [{"name": "logged", "model": str(tiny_model("text-classification"))}]):
+        yield "logged"
 
 
 def test_cloudwatch_reads_an_endpoint_log(endpoint: str, logs: Any, server: Server) -> None:

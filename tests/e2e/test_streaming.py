@@ -12,17 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server
+from conftest import Server, running_endpoints
 
 
 @pytest.fixture(scope="module")
 def generator(server: Server, tiny_model: Callable[[str], Path]) -> Iterator[str]:
-    client = server.client()
-    client.create_endpoint({"name": "streamer", "model": str(tiny_model("text-generation")),
-                            "task": "text-generation", "dtype": "float32"})
-    client.wait("streamer", timeout=600)
-    yield f"{server.url}/endpoints/streamer"
-    client.delete_endpoint("streamer")
+    with running_endpoints(server, [{"name": "streamer", "model": str(tiny_model("text-generation")),
+                                      "task": "text-generation", "dtype": "float32"}]):
+        yield f"{server.url}/endpoints/streamer"
 
 
 def events(response: httpx.Response) -> Iterator[tuple[float, dict[str, Any]]]:

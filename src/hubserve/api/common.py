@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import aclosing
 from functools import partial
@@ -146,10 +147,17 @@ def forwarded_header(request: Request, name: str) -> str | None:
     return value
 
 
+def tag_endpoint(request: Request, name: str) -> None:
+    """Name the endpoint a request is for where the request recorder (metrics, analytics) finds it, also for
+    server-wide routes that learn it from the body."""
+    request.scope["hubserve.endpoint"] = name
+
+
 def check_access(request: Request, name: str) -> EndpointRuntime:
     """The endpoint, once the caller may use it (protected endpoints take a token). Routes that read no body, or
     read it after this check, take bearer tokens only: an AWS signature covers the body."""
     runtime = manager_of(request).get(name)
+    tag_endpoint(request, name)
     if runtime.spec.security == "protected":
         tokens_of(request).require_endpoint_access(request.headers.get("authorization"), name)
     return runtime
@@ -165,13 +173,29 @@ def endpoint_task(request: Request) -> str | None:
     return runtime.status.task or runtime.spec.task
 
 
+def scale_up_timeout(request: Request) -> float | None:
+    """`X-Scale-Up-Timeout`, as Inference Endpoints reads it: how many seconds to wait for a replica when none is
+    ready (0: do not wait, answer 503 at once). None when the request does not say."""
+    value = request.headers.get("x-scale-up-timeout")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise BadRequest(f"the X-Scale-Up-Timeout header must be a number of seconds, 0 or more (not {value!r})")
+    return seconds
+
+
 def new_invocation(request: Request, route: Route = Route.DEFAULT,
                    attribute_headers: Sequence[str] = ()) -> InvocationRequest:
     """The internal request for an HTTP call, its body still to read: bad headers are refused before it is."""
     content_type = forwarded_header(request, "content-type") or "application/json"
     accept = forwarded_header(request, "accept") or "application/json"
     attributes = {h: value for h in attribute_headers if (value := forwarded_header(request, h)) is not None}
-    return InvocationRequest(body=b"", content_type=content_type, accept=accept, attributes=attributes, route=route)
+    return InvocationRequest(body=b"", content_type=content_type, accept=accept, attributes=attributes, route=route,
+                             scale_up_timeout_s=scale_up_timeout(request))
 
 
 async def accept_invocation(request: Request, name: str, route: Route = Route.DEFAULT,
@@ -180,6 +204,7 @@ async def accept_invocation(request: Request, name: str, route: Route = Route.DE
     A protected endpoint also takes an AWS signature by a key hubserve issued: what its headers tell is checked
     first, the signature itself once the body it covers is in."""
     runtime = manager_of(request).get(name)
+    tag_endpoint(request, name)
     signed = None
     if runtime.spec.security == "protected":
         signed = signed_caller(request)

@@ -1,4 +1,4 @@
-"""The control API under /api/v1: endpoints (create, list, get, update, delete, logs) and tokens."""
+"""The control API under /api/v1: endpoints (create, list, get, update, pause, resume, delete, logs) and tokens."""
 
 from __future__ import annotations
 
@@ -97,6 +97,19 @@ async def get_endpoint(name: str, request: Request) -> Endpoint:
 @router.patch("/endpoints/{name}", responses=errors(400, 404, 409, *BODY_ERRORS))
 async def update_endpoint(name: str, change: EndpointUpdate, request: Request) -> Endpoint:
     return with_url(request, manager_of(request).update(name, change))
+
+
+@router.post("/endpoints/{name}/pause", responses=errors(404))
+async def pause_endpoint(name: str, request: Request) -> Endpoint:
+    """Stop the replicas (they finish their requests first) and keep the spec: requests are answered 503 until the
+    endpoint is resumed, also after a server restart."""
+    return with_url(request, await manager_of(request).pause(name))
+
+
+@router.post("/endpoints/{name}/resume", responses=errors(404, 409))
+async def resume_endpoint(name: str, request: Request) -> Endpoint:
+    """Deploy a paused endpoint again (409 for one that is not paused)."""
+    return with_url(request, manager_of(request).resume(name))
 
 
 @router.delete("/endpoints/{name}", status_code=204, response_class=Response, responses=errors(404))

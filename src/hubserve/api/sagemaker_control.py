@@ -415,7 +415,10 @@ async def create_endpoint(call: Call, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def endpoint_status(status: EndpointStatus) -> str:
-    """SageMaker's EndpointStatus. A running endpoint still starting replicas it was scaled to is Updating."""
+    """SageMaker's EndpointStatus. A running endpoint still starting replicas it was scaled to is Updating; one
+    scaled to zero is InService (a serverless endpoint at zero is), a paused one OutOfService."""
+    if status.state == EndpointState.paused:
+        return "OutOfService"
     if status.state in (EndpointState.pending, EndpointState.initializing):
         return "Creating"
     if status.state == EndpointState.updating:

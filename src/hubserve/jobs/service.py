@@ -86,7 +86,7 @@ class JobService:
         """The job's own replicas count against the server's max_replicas, beside the endpoints' (as configured)."""
         running = sum(entry.job.spec.instance_count for entry in list(self._jobs.values())
                       if entry.job.spec.model is not None and not entry.job.state.ended)
-        ensure_room(self._manager.max_replicas, sum(e.spec.replicas for e in self._manager.list()) + running, adding)
+        ensure_room(self._manager.max_replicas, self._manager.counted_replicas + running, adding)
 
     def get(self, name: str) -> TransformJob:
         return self._describe(self._entry(name))

@@ -30,6 +30,7 @@ from hubserve.invocation import InvocationRequest
 from hubserve.serving.async_objects import object_exists, read_input, write_object
 from hubserve.serving.async_queue import AsyncBacklog, AsyncQueue, AsyncRequest
 from hubserve.serving.endpoint import EndpointRuntime
+from hubserve.spec import EndpointState
 from hubserve.store import Store
 
 log = logging.getLogger("hubserve.async")
@@ -136,7 +137,9 @@ class AsyncRunner:
     @property
     def capacity(self) -> int:
         settings = self.runtime.spec.async_inference
-        return settings.max_concurrency * self.runtime.ready_count if settings else 0
+        # At zero, one request is let through: it wakes a replica (and waits for it), the rest follow once ready.
+        replicas = self.runtime.ready_count or int(self.runtime.status.state == EndpointState.scaled_to_zero)
+        return settings.max_concurrency * replicas if settings else 0
 
     def start(self) -> None:
         self._loop_task = asyncio.ensure_future(self._loop())

@@ -12,6 +12,10 @@ from hubserve.sources import ArchiveLimits
 from hubserve.spec import EndpointSpec, EndpointStatus
 
 
+def admit_any(_name: str, _adding: int) -> str | None:
+    return None
+
+
 @dataclass
 class ServingContext:
     hub: WorkerHub
@@ -21,6 +25,9 @@ class ServingContext:
     drain_timeout_s: float
     save: Callable[[EndpointSpec, EndpointStatus], None]
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+    # Why endpoint `name` may not start `adding` more replicas now (the server's replica cap, its memory budget),
+    # or None when it may.
+    admit: Callable[[str, int], str | None] = admit_any
 
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"

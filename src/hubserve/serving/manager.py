@@ -1,4 +1,5 @@
-"""All endpoints of a server: create, update, delete, restore after a restart, and look up."""
+"""All endpoints of a server: create, update, pause, resume, delete, restore after a restart, and look up; and what
+the server has room for (its replica cap and memory budget)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import asyncio
 
 from hubserve.errors import Conflict, NotFound
 from hubserve.serving.async_runner import AsyncRunners
-from hubserve.serving.capacity import ensure_room, machine_replica_limit
+from hubserve.serving.capacity import (
+    MEMORY_PER_REPLICA,
+    ensure_room,
+    machine_replica_limit,
+    memory_budget,
+    memory_refusal,
+    replica_limit_message,
+)
 from hubserve.serving.context import ServingContext
 from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.hub import WorkerHub
@@ -26,12 +34,13 @@ class EndpointManager:
         self.context = ServingContext(
             hub=self.hub, spawner=self.spawner, logs_dir=settings.logs_dir, models_dir=settings.models_dir,
             drain_timeout_s=settings.drain_timeout_s, save=store.save_endpoint,
-            archive_limits=settings.archive_limits,
+            archive_limits=settings.archive_limits, admit=self._refusal,
         )
         self._endpoints: dict[str, EndpointRuntime] = {}
         # Asynchronous inference: the durable queue, and a runner per endpoint that has async_inference.
         self.async_runners = AsyncRunners(store)
         self.max_replicas = settings.max_replicas or machine_replica_limit()
+        self.memory_budget = memory_budget(settings.max_memory)
 
     async def start(self) -> None:
         await self.hub.start()
@@ -40,7 +49,7 @@ class EndpointManager:
         for saved in self.store.load_endpoints():
             runtime = EndpointRuntime(saved.spec, saved.status, self.context)
             self._endpoints[saved.spec.name] = runtime
-            runtime.deploy()
+            runtime.restore()
         self.async_runners.recover(self._endpoints)
         for runtime in self._endpoints.values():
             self.async_runners.watch(runtime)
@@ -60,16 +69,36 @@ class EndpointManager:
     def list(self) -> list[Endpoint]:
         return [r.describe() for r in self._endpoints.values()]
 
-    def _ensure_room(self, adding: int) -> None:
-        # Configured replicas count, not live processes: a failed or rolling endpoint keeps its share.
-        current = sum(r.spec.replicas for r in self._endpoints.values())
-        ensure_room(self.max_replicas, current, adding)
+    @property
+    def counted_replicas(self) -> int:
+        """The replicas the endpoints hold a share of the server for: each one's target (configured, not live
+        processes: a failed or rolling endpoint keeps its share), none for a paused one."""
+        return sum(r.counted_replicas for r in self._endpoints.values())
+
+    def _refusal(self, name: str, adding: int) -> str | None:
+        """Why endpoint `name` may not start `adding` more replicas now: the replica cap, or the memory budget
+        (what the replicas use now, as PSS, and about what its largest replica used for each new one)."""
+        if adding <= 0:
+            return None
+        current = self.counted_replicas
+        if current + adding > self.max_replicas:
+            return f"scale-up refused: {replica_limit_message(self.max_replicas, current, adding)}"
+        used = sum(r.memory_used() for r in self._endpoints.values())
+        runtime = self._endpoints.get(name)
+        estimate = runtime.replica_memory if runtime is not None and runtime.replica_memory else MEMORY_PER_REPLICA
+        return memory_refusal(name, used, self.memory_budget, estimate, adding)
+
+    def _ensure_room(self, name: str, adding: int) -> None:
+        ensure_room(self.max_replicas, self.counted_replicas, adding)
+        refusal = self._refusal(name, adding)
+        if refusal is not None:
+            raise Conflict(refusal)
 
     def create(self, spec: EndpointSpec) -> Endpoint:
         if spec.name in self._endpoints:
             raise Conflict(f"endpoint {spec.name} already exists; update it or delete it first")
-        self._ensure_room(spec.replicas)
-        runtime = EndpointRuntime(spec, EndpointStatus(target_replicas=spec.replicas), self.context)
+        self._ensure_room(spec.name, spec.initial_replicas)
+        runtime = EndpointRuntime(spec, EndpointStatus(target_replicas=spec.initial_replicas), self.context)
         # Saved before it is registered or started: a spec the store refuses leaves nothing behind.
         self.store.save_endpoint(spec, runtime.status)
         self._endpoints[spec.name] = runtime
@@ -79,12 +108,28 @@ class EndpointManager:
 
     def update(self, name: str, change: EndpointUpdate | EndpointSpec) -> Endpoint:
         """Apply a change, or replace the spec whole (SageMaker's UpdateEndpoint: fields the new config leaves
-        out are cleared, not kept)."""
+        out are cleared, not kept). A paused endpoint takes the change and stays paused."""
         runtime = self.get(name)
         new_spec = change if isinstance(change, EndpointSpec) else runtime.spec.updated(change)
-        self._ensure_room(new_spec.replicas - runtime.spec.replicas)
+        self._ensure_room(name, runtime.target_for(new_spec) - runtime.counted_replicas)
         runtime.update(new_spec)
         self.async_runners.watch(runtime)
+        return runtime.describe()
+
+    async def pause(self, name: str) -> Endpoint:
+        """Stop the endpoint's replicas and keep its spec; it stays paused across restarts until resumed."""
+        runtime = self.get(name)
+        if not runtime.paused:
+            await runtime.pause()
+        return runtime.describe()
+
+    def resume(self, name: str) -> Endpoint:
+        runtime = self.get(name)
+        if not runtime.paused:
+            raise Conflict(f"endpoint {name} is not paused (state: {runtime.status.state}); only a paused endpoint "
+                           "resumes")
+        self._ensure_room(name, runtime.spec.initial_replicas)
+        runtime.resume()
         return runtime.describe()
 
     async def delete(self, name: str) -> None:

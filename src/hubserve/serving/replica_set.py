@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from hubserve.serving.backoff import RestartBackoff
 from hubserve.serving.context import ServingContext
@@ -18,6 +19,13 @@ log = logging.getLogger("hubserve.serving")
 
 # Waits before replacing a replica that died, growing while replicas die soon after they became ready.
 RESTART_BACKOFF_S = (0.0, 1.0, 2.0, 5.0, 10.0)
+
+
+def write_note(log_path: Path, message: str) -> None:
+    """Record a lifecycle event in the endpoint's log, where `hubserve logs` shows it."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with open(log_path, "a") as handle:
+        handle.write(f"{stamp} [hubserve] {message}\n")
 
 
 class ReplicaSet:
@@ -35,14 +43,10 @@ class ReplicaSet:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def note(self, message: str) -> None:
-        """Record a lifecycle event in the endpoint's log, where `hubserve logs` shows it."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self._log_path, "a") as handle:
-            handle.write(f"{stamp} [hubserve] {message}\n")
+        write_note(self._log_path, message)
 
-    async def start(self, count: int | None = None) -> None:
-        for _ in range(self.spec.replicas if count is None else count):
-            await self._add()
+    async def start(self, count: int) -> None:
+        await self.scale(count, 0)
 
     async def _add(self) -> Replica:
         replica_id = f"{self.spec.name}-{uuid.uuid4().hex[:8]}"
@@ -113,10 +117,16 @@ class ReplicaSet:
         return min(rotated, key=lambda r: r.in_flight)
 
     async def scale(self, count: int, drain_timeout: float) -> None:
-        while len(self.replicas) < count:
+        """Start replicas up to `count`, or stop the surplus: those not serving first, then the least busy, each
+        let finish its requests (up to `drain_timeout`)."""
+        while len(self.replicas) < count and not self._closed:
             await self._add()
-        surplus = self.replicas[count:]
-        del self.replicas[count:]
+        if len(self.replicas) <= count:
+            return
+        keep = sorted(self.replicas, key=lambda r: (not r.ready, -r.in_flight))[:count]
+        surplus = [r for r in self.replicas if r not in keep]
+        self.replicas = [r for r in self.replicas if r in keep]
+        self._on_change()
         await asyncio.gather(*(r.stop(drain_timeout) for r in surplus))
 
     async def stop(self, drain_timeout: float) -> None:

@@ -10,6 +10,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from hubserve.histogram import EXPORTED_LATENCY_BOUNDS_S, Histogram
+
 
 @dataclass
 class Work:
@@ -36,6 +38,8 @@ class BatchStats:
     queue_wait_s: float = 0.0
     busy_s: float = 0.0  # time the model spent running batches
     sizes: Counter[int] = field(default_factory=Counter)
+    # Each request's wait in the queue, for the API's Prometheus histogram (summed over replicas there).
+    queue_waits: Histogram = field(default_factory=lambda: Histogram(EXPORTED_LATENCY_BOUNDS_S))
 
     def record(self, batch: list[Work], now: float) -> None:
         items = sum(w.size for w in batch)
@@ -44,7 +48,9 @@ class BatchStats:
         self.items += items
         self.largest_batch = max(self.largest_batch, items)
         self.sizes[items] += 1
-        self.queue_wait_s += sum(now - w.enqueued_at for w in batch)
+        for work in batch:
+            self.queue_wait_s += now - work.enqueued_at
+            self.queue_waits.observe(now - work.enqueued_at)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +60,7 @@ class BatchStats:
             "mean_queue_wait_ms": round(1000 * self.queue_wait_s / self.requests, 3) if self.requests else 0.0,
             "busy_s": round(self.busy_s, 3),
             "batch_sizes": {str(size): count for size, count in sorted(self.sizes.items())},
+            "queue_wait_s": self.queue_waits.to_dict(),
         }
 
 

@@ -192,7 +192,7 @@ class Engine:
             stats["batching"] = self.batcher.stats.to_dict()
         generation = getattr(self.generator, "engine", None)
         if generation is not None:
-            stats["generation"] = generation.counters
+            stats["generation"] = {**generation.counters, **generation.token_times}
         return stats
 
 

@@ -97,6 +97,12 @@ class GenerationEngine:
                 "active": self._active,
             }
 
+    @property
+    def token_times(self) -> dict[str, dict[str, Any]]:
+        """Histograms (see hubserve.histogram) of the time to the first token and between tokens, in seconds."""
+        times = self.scheduler.token_times
+        return {"time_to_first_token_s": times.first.to_dict(), "inter_token_s": times.between.to_dict()}
+
     def start(self) -> None:
         with self._condition:
             if self._thread is None or not self._thread.is_alive():

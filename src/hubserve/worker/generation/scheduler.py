@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from hubserve.errors import HubserveError, ModelError
+from hubserve.histogram import EXPORTED_LATENCY_BOUNDS_S, Histogram
 from hubserve.worker.generation.batch import shared_prefix_length
 from hubserve.worker.generation.decoding import TextStream
 from hubserve.worker.generation.forward import RunningBatch, SharedPrefix, as_batch_model, serves
@@ -60,6 +62,8 @@ class Request:
         self.seed: int | None = None
         self.generator: torch.Generator | None = None
         self.matcher = params.grammar.matcher() if params.grammar is not None else None
+        self.arrived_at = time.monotonic()
+        self.last_token_at: float | None = None
 
     def start(self, device: torch.device) -> None:
         """Called when admitted: sampling requests get their generator (a random seed unless they gave one)."""
@@ -95,6 +99,22 @@ class Request:
         if not self.matcher.consume_token(token_id):  # the mask allowed it: llguidance itself failed
             log.error("the grammar refused a token it allowed: %s", self.matcher.get_error())
         return bool(self.matcher.is_stopped())
+
+
+class TokenTimes:
+    """When tokens came, over every request served: time to the first token (from the request's arrival in the
+    engine) and between the tokens of one request."""
+
+    def __init__(self) -> None:
+        self.first = Histogram(EXPORTED_LATENCY_BOUNDS_S)
+        self.between = Histogram(EXPORTED_LATENCY_BOUNDS_S)
+
+    def record(self, request: Request, now: float) -> None:
+        if request.last_token_at is None:
+            self.first.observe(now - request.arrived_at)
+        else:
+            self.between.observe(now - request.last_token_at)
+        request.last_token_at = now
 
 
 @dataclass
@@ -146,6 +166,7 @@ class Scheduler:
             "cancelled": 0,
             "failed": 0,
         }
+        self.token_times = TokenTimes()
 
     @property
     def busy(self) -> bool:
@@ -284,12 +305,14 @@ class Scheduler:
         choice = choose(logits, sampling, batch.token_ids, [len(r.token_ids) for r in requests], refused)
         batch.append(choice.tokens)
         ended = 0
+        now = time.monotonic()
         for row, (request, token, logprob) in enumerate(
             zip(requests, choice.tokens.tolist(), choice.logprobs.tolist(), strict=True)
         ):
             top = self._top_tokens(*choice.top[row]) if row in choice.top else ()
             event = request.accept(token, logprob, token in self.special_ids, self._detokenize, top)
             outbox.append((request, event))
+            self.token_times.record(request, now)
             ended += request.done
         self.counters["tokens_generated"] += len(requests)
         if ended:

@@ -13,26 +13,8 @@ from huggingface_hub.repocard import metadata_load
 from transformers.models.auto import modeling_auto
 
 from hubserve.errors import BadRequest
+from hubserve.task_names import GGUF_ARCHITECTURES, architecture_task
 
-# Architecture suffix -> task, first match wins (the SageMaker toolkit's table, then our extensions).
-ARCHITECTURE_SUFFIXES: tuple[tuple[str, str], ...] = (
-    ("TapasForQuestionAnswering", "table-question-answering"),
-    ("ForQuestionAnswering", "question-answering"),
-    ("ForTokenClassification", "token-classification"),
-    ("ForSequenceClassification", "text-classification"),
-    ("ForMultipleChoice", "multiple-choice"),
-    ("ForMaskedLM", "fill-mask"),
-    ("ForCausalLM", "text-generation"),
-    ("ForConditionalGeneration", "text2text-generation"),
-    ("MTModel", "text2text-generation"),
-    ("EncoderDecoderModel", "text2text-generation"),
-    ("GPT2LMHeadModel", "text-generation"),
-    ("T5WithLMHeadModel", "text2text-generation"),
-    ("ForImageClassification", "image-classification"),
-    ("ForCTC", "automatic-speech-recognition"),
-    ("ForSpeechSeq2Seq", "automatic-speech-recognition"),
-    ("ForAudioClassification", "audio-classification"),
-)
 # `...ForConditionalGeneration` is also how speech (Whisper) and vision-language models are named.
 _EXACT_ARCHITECTURES: dict[str, str] = {
     name: task
@@ -43,8 +25,6 @@ _EXACT_ARCHITECTURES: dict[str, str] = {
     for name in mapping.values()
     if isinstance(name, str)
 }
-# GGUF `general.architecture` values that are not causal LMs.
-_GGUF_ARCHITECTURES = {"t5": "text2text-generation", "t5encoder": "text2text-generation"}
 
 
 def infer_task(model_dir: Path, gguf_file: str | None = None) -> str:
@@ -59,15 +39,13 @@ def infer_task(model_dir: Path, gguf_file: str | None = None) -> str:
         return tag
     architecture = _architecture(model_dir / "config.json")
     if architecture:
-        task = _EXACT_ARCHITECTURES.get(architecture) or next(
-            (task for suffix, task in ARCHITECTURE_SUFFIXES if architecture.endswith(suffix)), None
-        )
+        task = _EXACT_ARCHITECTURES.get(architecture) or architecture_task(architecture)
         if task:
             return task
     if (model_dir / "modules.json").is_file():
         return "sentence-embeddings"
     if gguf_file or any(model_dir.glob("*.gguf")):
-        return _GGUF_ARCHITECTURES.get(_gguf_architecture(model_dir, gguf_file), "text-generation")
+        return GGUF_ARCHITECTURES.get(_gguf_architecture(model_dir, gguf_file), "text-generation")
     raise BadRequest(
         f"could not infer the task of {model_dir}: set the endpoint's `task` field (or env HF_TASK)"
     )
