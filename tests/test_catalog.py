@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conftest import ADMIN_TOKEN, start_server
-from hubserve.catalog import catalog_dir, folder_tasks, gguf_architecture, list_models
+from hubserve.catalog import catalog_dir, folder_tasks
 from hubserve.task_names import ARCHITECTURE_SUFFIXES, SERVED_TASKS
 from sources_fixtures import build_hub_cache, write_tiny_gguf
 
@@ -53,18 +53,6 @@ def test_tasks_beyond_the_first(tiny_model: Callable[[str], Path], tmp_path: Pat
     assert folder_tasks(tiny_model("sentence-similarity")) == [
         "sentence-similarity", "sentence-embeddings", "feature-extraction"]
     assert folder_tasks(without_card(tiny_model("feature-extraction"), tmp_path / "bert")) == ["feature-extraction"]
-
-
-def test_gguf_architecture_reads_the_header(tmp_path: Path) -> None:
-    from gguf import GGUFReader
-
-    tiny = write_tiny_gguf(tmp_path / "tiny.gguf")
-    assert gguf_architecture(tiny) == "llama"
-    (tmp_path / "not.gguf").write_bytes(b"GGUF" + b"\xff" * 40)
-    assert gguf_architecture(tmp_path / "not.gguf") == ""
-    smollm = next(item for item in list_models(tmp_path) if item.format == "gguf" and item.source == "package")
-    expected = GGUFReader(smollm.path).fields["general.architecture"].contents()
-    assert gguf_architecture(Path(smollm.path)) == expected
 
 
 def test_served_tasks_are_the_workers_and_transformers() -> None:

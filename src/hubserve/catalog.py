@@ -11,13 +11,13 @@ import json
 import os
 import pkgutil
 import re
-import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from hubserve.gguf_header import gguf_architecture
 from hubserve.task_names import GGUF_ARCHITECTURES, SERVED_TASKS, architecture_task
 
 Source = Literal["package", "hub-cache", "folder"]
@@ -191,50 +191,3 @@ def read_json(path: Path) -> dict[str, Any]:
 def folder_size(folder: Path) -> int:
     return sum(os.path.getsize(Path(root) / name) for root, _, names in os.walk(folder, followlinks=True)
                for name in names)
-
-
-# GGUF value types: the fixed sizes; 8 is a string, 9 an array.
-_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def gguf_architecture(path: Path) -> str:
-    """`general.architecture` from a GGUF file's header ("" when unreadable): the key-value pairs are read in order
-    until it comes, which is first in files that llama.cpp's and gguf's writers make."""
-    try:
-        with open(path, "rb") as handle:
-            magic, version, _tensors, pairs = struct.unpack("<4sIQQ", handle.read(24))
-            if magic != b"GGUF" or version < 2:
-                return ""
-            for _ in range(pairs):
-                key = _gguf_string(handle)
-                (kind,) = struct.unpack("<I", handle.read(4))
-                if key == "general.architecture" and kind == _GGUF_STRING:
-                    return _gguf_string(handle)
-                _skip_gguf_value(handle, kind)
-    except (OSError, ValueError, struct.error):  # UnicodeDecodeError is a ValueError
-        return ""
-    return ""
-
-
-def _gguf_string(handle: BinaryIO) -> str:
-    (length,) = struct.unpack("<Q", handle.read(8))
-    if length > 1 << 20:
-        raise ValueError("not a GGUF string")
-    return handle.read(length).decode()
-
-
-def _skip_gguf_value(handle: BinaryIO, kind: int) -> None:
-    if kind in _GGUF_SIZES:
-        handle.seek(_GGUF_SIZES[kind], os.SEEK_CUR)
-    elif kind == _GGUF_STRING:
-        _gguf_string(handle)
-    elif kind == _GGUF_ARRAY:
-        item_kind, count = struct.unpack("<IQ", handle.read(12))
-        if item_kind in _GGUF_SIZES:
-            handle.seek(_GGUF_SIZES[item_kind] * count, os.SEEK_CUR)
-        else:
-            for _ in range(count):
-                _skip_gguf_value(handle, item_kind)
-    else:
-        raise ValueError(f"unknown GGUF value type {kind}")

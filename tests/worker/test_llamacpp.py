@@ -321,3 +321,32 @@ def test_every_sequence_is_used_when_the_batch_is_full(tiny_model: Callable[[str
     assert scheduler.counters["prefix_tokens_reused"] == 12 + 14  # each prefix computed once for two rows
     for prompt, length, request in zip(prompts, lengths, requests, strict=True):
         assert request.token_ids == llama_greedy(prompt, length, folder / TINY_GGUF_FILE)
+
+
+def test_the_ggufs_tokenizer_and_config_are_built_once_then_loaded_as_saved(tmp_path: Path) -> None:
+    """A replica loads the tokenizer and config transformers builds from a GGUF (seconds: its whole vocabulary)
+    from where the first replica saved them, and they split text and configure the model alike."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    from hubserve.worker.generation.gguf_pipeline import PROBES, saved_metadata
+    from hubserve.worker.tasks.loading import load_tokenizer, pretrained_kwargs
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(SMOLLM_GGUF, folder / SMOLLM_FILE)
+    options = LoadOptions(gguf_file=SMOLLM_FILE, exports_dir=str(tmp_path / "exports"))
+    saved, plain = saved_metadata(folder, options)
+    assert plain.gguf_file is None and (saved / "config.json").is_file() and (saved / "tokenizer.json").is_file()
+    assert saved_metadata(folder, options)[0] == saved
+    built, loaded = load_tokenizer(folder, options), load_tokenizer(saved, plain)
+    for text in PROBES:
+        assert loaded(text)["input_ids"] == built(text)["input_ids"]
+    assert loaded.chat_template == built.chat_template
+    config = AutoConfig.from_pretrained(folder, **pretrained_kwargs(options)).to_dict()
+    assert {k: v for k, v in AutoConfig.from_pretrained(saved).to_dict().items() if k != "_name_or_path"} == {
+        k: v for k, v in config.items() if k != "_name_or_path"}
+    (folder / SMOLLM_FILE).write_bytes((folder / SMOLLM_FILE).read_bytes())  # a changed file is read again
+    assert saved_metadata(folder, options)[0] != saved
+    assert saved_metadata(folder, LoadOptions(gguf_file=SMOLLM_FILE)) == (folder, LoadOptions(gguf_file=SMOLLM_FILE))

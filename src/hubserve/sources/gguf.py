@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hubserve.errors import BadRequest
+from hubserve.gguf_header import check_gguf
 from hubserve.sources.cache import sha256_text
 from hubserve.sources.endpoint_cache import EndpointCache
 
@@ -18,12 +19,10 @@ def _key(gguf_file: Path) -> str:
 
 
 def check(gguf_file: Path) -> None:
-    """A BadRequest unless `gguf_file` reads as GGUF (its header and tensor table: memory-mapped, milliseconds)."""
-    from gguf import GGUFReader
-
+    """A BadRequest unless `gguf_file` reads as GGUF (its header, metadata and tensor table; milliseconds)."""
     try:
-        GGUFReader(gguf_file)
-    except Exception as error:  # a file we cannot read fails in many ways, all of them the source's fault
+        check_gguf(gguf_file)
+    except (OSError, ValueError) as error:
         raise BadRequest(f"could not read the GGUF file '{gguf_file.name}': {error}") from error
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from gguf import GGUFReader
 from huggingface_hub.repocard import metadata_load
 from transformers.models.auto import modeling_auto
 
 from hubserve.errors import BadRequest
+from hubserve.gguf_header import gguf_architecture
 from hubserve.task_names import GGUF_ARCHITECTURES, architecture_task
 
 # `...ForConditionalGeneration` is also how speech (Whisper) and vision-language models are named.
@@ -75,8 +75,4 @@ def _architecture(config: Path) -> str | None:
 
 def _gguf_architecture(model_dir: Path, gguf_file: str | None) -> str:
     """`general.architecture` of the GGUF file ("" when unreadable)."""
-    path = model_dir / gguf_file if gguf_file else next(iter(sorted(model_dir.glob("*.gguf"))))
-    try:
-        return str(GGUFReader(path).fields["general.architecture"].contents())
-    except (OSError, KeyError, ValueError, IndexError):
-        return ""
+    return gguf_architecture(model_dir / gguf_file if gguf_file else next(iter(sorted(model_dir.glob("*.gguf")))))
