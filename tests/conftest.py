@@ -68,7 +68,8 @@ class Server:
                 self.process.wait()
 
 
-def start_server(home: Path, env: dict[str, str] | None = None, port: int | None = None) -> Server:
+def start_server(home: Path, env: dict[str, str] | None = None, port: int | None = None,
+                 args: list[str] | None = None) -> Server:
     port = port or free_port()
     log = home.parent / f"{home.name}-server-{port}.log"
     full_env = {**os.environ, "HUBSERVE_ADMIN_TOKEN": ADMIN_TOKEN, "HF_HUB_OFFLINE": "1",
@@ -76,7 +77,7 @@ def start_server(home: Path, env: dict[str, str] | None = None, port: int | None
     with open(log, "ab") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "hubserve", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--home", str(home)], env=full_env, stdout=handle, stderr=subprocess.STDOUT,
+             "--home", str(home), *(args or [])], env=full_env, stdout=handle, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

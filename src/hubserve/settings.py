@@ -42,6 +42,15 @@ class ServerSettings(BaseSettings):
     # How far a model archive may unpack: in all, and as a multiple of its own size (compression bombs).
     max_unpacked_bytes: int = Field(default=ArchiveLimits().max_unpacked_bytes, ge=1)
     max_compression_ratio: float = Field(default=ArchiveLimits().max_compression_ratio, gt=1)
+    # Place replicas on this Ray cluster (`--ray`; `auto`: the cluster this machine is part of) instead of running
+    # them as local processes.
+    ray_address: str | None = None
+    # Where replica processes connect back to: the worker hub listens on `hub_host` (unset: loopback, or on Ray the
+    # address Ray knows this machine by) and `hub_port` (0: any free one); replicas dial `hub_advertised_host`
+    # (unset: the listening address, or on Ray, when that is a wildcard, the address Ray knows this machine by).
+    hub_host: str | None = None
+    hub_port: int = Field(default=0, ge=0, le=65535)
+    hub_advertised_host: str | None = None
 
     @property
     def db_path(self) -> Path:

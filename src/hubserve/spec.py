@@ -207,6 +207,22 @@ class AutoscalingSpec(BaseModel):
         return self
 
 
+class ResourcesSpec(BaseModel):
+    """What one replica asks a Ray cluster for (`hubserve serve --ray`); local replicas ignore it. Ray places the
+    replica on a node that has it free, and holds it for the replica's life."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    cpus: float = Field(default=1.0, ge=0)
+    gpus: float = Field(default=0.0, ge=0)
+    # Bytes; unset: no memory is reserved for it.
+    memory: int | None = Field(default=None, ge=1)
+    # A node's accelerator, as Ray names them ("A100", "H100", "L4", ...).
+    accelerator_type: Text | None = Field(default=None, min_length=1)
+
+    _whole_numbers = field_validator("memory", mode="before")(_whole_number)
+
+
 class SpecFields(BaseModel):
     """Fields shared by a full spec and an update; None in an update means unchanged."""
 
@@ -232,6 +248,8 @@ class SpecFields(BaseModel):
     # Requests the endpoint takes at once, all replicas and held requests together (SageMaker Serverless'
     # MaxConcurrency): one more is refused with a 429. Unset: no bound but the replicas' own.
     max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
+    # Unset: one CPU per replica.
+    resources: ResourcesSpec | None = None
 
     _whole_numbers = field_validator("replicas", "max_payload_bytes", "max_concurrency", mode="before")(_whole_number)
 
@@ -300,7 +318,8 @@ class EndpointSpec(SpecFields):
 
     def needs_new_replicas(self, other: EndpointSpec) -> bool:
         """Whether going from `other` to this spec means loading the model again."""
-        reload_fields = ("model", "revision", "task", "env", "device", "dtype", "trust_remote_code", "engine")
+        reload_fields = ("model", "revision", "task", "env", "device", "dtype", "trust_remote_code", "engine",
+                         "resources")
         return any(getattr(self, f) != getattr(other, f) for f in reload_fields)
 
 
@@ -308,6 +327,8 @@ class ReplicaInfo(BaseModel):
     id: str
     state: str
     pid: int | None = None
+    # The Ray node it runs on (`hubserve serve --ray`); None for a process on the server's machine.
+    node: str | None = None
     # What runs its model once it is ready ("torch", "onnx", ...), and why not the backend meant for it, if so.
     backend: str | None = None
     backend_note: str | None = None

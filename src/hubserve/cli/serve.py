@@ -37,6 +37,9 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
                        help="memory all replicas together may use (8G, 512M, 1.5GiB or bytes; default a share of "
                             "the machine's): a scale-up past it is refused")
     serve.add_argument("--public-metrics", action="store_true", help="serve GET /metrics without the admin token")
+    serve.add_argument("--ray", metavar="ADDRESS", dest="ray_address",
+                       help="place replicas on this Ray cluster ('auto': the one this machine is part of; env "
+                            "HUBSERVE_RAY_ADDRESS)")
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:
@@ -44,7 +47,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
     from hubserve.settings import ServerSettings
 
     options = {"host": args.host, "port": args.port, "home": args.home, "max_memory": args.max_memory,
-               "public_metrics": args.public_metrics}
+               "public_metrics": args.public_metrics, "ray_address": args.ray_address}
     return ServerSettings(**{k: v for k, v in options.items() if v})
 
 

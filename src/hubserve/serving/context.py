@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubserve.serving.hub import WorkerHub
-from hubserve.serving.spawner import Spawner
+from hubserve.serving.spawner import ReplicaSpawner
 from hubserve.sources import ArchiveLimits
 from hubserve.spec import EndpointSpec, EndpointStatus
 
@@ -19,7 +19,7 @@ def admit_any(_name: str, _adding: int) -> str | None:
 @dataclass
 class ServingContext:
     hub: WorkerHub
-    spawner: Spawner
+    spawner: ReplicaSpawner
     logs_dir: Path
     models_dir: Path
     drain_timeout_s: float

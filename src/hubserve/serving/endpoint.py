@@ -311,7 +311,8 @@ class EndpointRuntime:
         total = 0
         for replica_set in (self._staged, self.active):
             for replica in replica_set.replicas if replica_set is not None else ():
-                size = process_memory(replica.pid) if replica.pid is not None else None
+                # A replica Ray placed may run on another machine: its pid means nothing here.
+                size = process_memory(replica.pid) if replica.pid is not None and replica.node is None else None
                 if size is None:
                     continue
                 total += size
@@ -328,7 +329,7 @@ class EndpointRuntime:
         status = self.status
         status.ready_replicas = active.ready_count if active else 0
         status.restarts = active.restarts if active else 0
-        status.replicas = [ReplicaInfo(id=r.id, state=r.state, pid=r.pid, backend=r.backend,
+        status.replicas = [ReplicaInfo(id=r.id, state=r.state, pid=r.pid, node=r.node, backend=r.backend,
                                        backend_note=r.backend_note, dtype=r.dtype)
                            for r in active.replicas] if active else []
         if active is not None and active.task:

@@ -1,7 +1,9 @@
-"""The loopback listener that replica processes connect back to, one channel per replica.
+"""The listener that replica processes connect back to, one channel per replica: on loopback, or on the
+cluster's network when Ray places replicas on other machines.
 
-Any local process can reach a loopback port, so a connection proves who it is before the server reads a
-single frame: a fixed-size preamble naming a replica the server started and that replica's secret.
+Any local process can reach a loopback port (and any machine of the cluster a network one), so a connection
+proves who it is before the server reads a single frame: a fixed-size preamble naming a replica the server
+started and that replica's secret.
 """
 
 from __future__ import annotations
@@ -26,16 +28,19 @@ class Attachable(Protocol):
 
 
 class WorkerHub:
-    def __init__(self, host: str = "127.0.0.1", *, handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, advertised_host: str | None = None,
+                 handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S) -> None:
         self.host = host
-        self.port = 0
+        self.port = port
+        # What replicas dial: the listening address, unless that is a wildcard or not theirs to reach.
+        self.advertised_host = advertised_host or host
         self._handshake_timeout_s = handshake_timeout_s
         self._server: asyncio.Server | None = None
         self._expected: dict[str, Attachable] = {}
         self._refused = 0
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, 0, limit=2**26)
+        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=2**26)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:

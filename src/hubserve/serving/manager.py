@@ -1,9 +1,11 @@
-"""All endpoints of a server: create, update, pause, resume, delete, restore after a restart, and look up; and what
-the server has room for (its replica cap and memory budget)."""
+"""All endpoints of a server: create, update, pause, resume, delete, restore after a restart, and look up; where
+their replicas run (local processes, or a Ray cluster); and what the server has room for (its replica cap and
+memory budget)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from hubserve.errors import Conflict, NotFound
 from hubserve.serving.async_runner import AsyncRunners
@@ -18,19 +20,44 @@ from hubserve.serving.capacity import (
 from hubserve.serving.context import ServingContext
 from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.hub import WorkerHub
-from hubserve.serving.spawner import Spawner
+from hubserve.serving.spawner import ReplicaSpawner, Spawner
 from hubserve.settings import ServerSettings
 from hubserve.sources.endpoint_cache import release
 from hubserve.spec import Endpoint, EndpointSpec, EndpointStatus, EndpointUpdate
 from hubserve.store import Store
+
+if TYPE_CHECKING:
+    from hubserve.serving.ray_placement import RaySpawner
+
+LOOPBACK = "127.0.0.1"
+WILDCARDS = ("0.0.0.0", "::", "")
+# On Ray the cluster, not this machine, bounds the replicas: Ray holds back those no node has room for.
+CLUSTER_REPLICA_LIMIT = 4096
+
+
+def hub_addresses(settings: ServerSettings, node_address: str | None) -> tuple[str, str]:
+    """Where the worker hub listens, and what replicas dial: loopback for local processes; on Ray by default the
+    address Ray knows this machine by (`node_address`), which the other nodes reach."""
+    default = node_address or LOOPBACK
+    listen = settings.hub_host or default
+    advertised = settings.hub_advertised_host or (default if listen in WILDCARDS else listen)
+    return listen, advertised
 
 
 class EndpointManager:
     def __init__(self, settings: ServerSettings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.hub = WorkerHub()
-        self.spawner = Spawner(settings.logs_dir / "zygote.log")
+        self.hub = WorkerHub(port=settings.hub_port)
+        self.local_spawner: Spawner | None = None
+        self.ray: RaySpawner | None = None
+        self.spawner: ReplicaSpawner
+        if settings.ray_address:
+            from hubserve.serving.ray_placement import RaySpawner  # ray is imported only by servers that use it
+
+            self.spawner = self.ray = RaySpawner(settings.ray_address)
+        else:
+            self.spawner = self.local_spawner = Spawner(settings.logs_dir / "zygote.log")
         self.context = ServingContext(
             hub=self.hub, spawner=self.spawner, logs_dir=settings.logs_dir, models_dir=settings.models_dir,
             drain_timeout_s=settings.drain_timeout_s, save=store.save_endpoint,
@@ -39,13 +66,16 @@ class EndpointManager:
         self._endpoints: dict[str, EndpointRuntime] = {}
         # Asynchronous inference: the durable queue, and a runner per endpoint that has async_inference.
         self.async_runners = AsyncRunners(store)
-        self.max_replicas = settings.max_replicas or machine_replica_limit()
-        self.memory_budget = memory_budget(settings.max_memory)
+        self.max_replicas = settings.max_replicas or (CLUSTER_REPLICA_LIMIT if self.ray else machine_replica_limit())
+        # On Ray, replicas ask the cluster for their memory (the spec's resources) instead.
+        self.memory_budget = None if self.ray and not settings.max_memory else memory_budget(settings.max_memory)
 
     async def start(self) -> None:
+        node_address = self.ray.connect() if self.ray is not None else None
+        self.hub.host, self.hub.advertised_host = hub_addresses(self.settings, node_address)
         await self.hub.start()
-        if self.settings.zygote:
-            self.spawner.start_zygote()
+        if self.settings.zygote and self.local_spawner is not None:
+            self.local_spawner.start_zygote()
         for saved in self.store.load_endpoints():
             runtime = EndpointRuntime(saved.spec, saved.status, self.context)
             self._endpoints[saved.spec.name] = runtime
@@ -83,6 +113,8 @@ class EndpointManager:
         current = self.counted_replicas
         if current + adding > self.max_replicas:
             return f"scale-up refused: {replica_limit_message(self.max_replicas, current, adding)}"
+        if self.memory_budget is None:
+            return None
         used = sum(r.memory_used() for r in self._endpoints.values())
         runtime = self._endpoints.get(name)
         estimate = runtime.replica_memory if runtime is not None and runtime.replica_memory else MEMORY_PER_REPLICA

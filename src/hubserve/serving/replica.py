@@ -22,7 +22,7 @@ from hubserve.invocation import (
     records_request,
 )
 from hubserve.serving.context import ServingContext
-from hubserve.serving.spawner import WorkerProcess, inherited_env
+from hubserve.serving.spawner import WorkerProcess
 from hubserve.serving.worker_log import describe_exit, last_error, log_size
 from hubserve.spec import EndpointSpec
 from hubserve.worker.config import CONFIG_ENV, WorkerConfig
@@ -51,6 +51,7 @@ class Replica:
         self.backend_note: str | None = None
         self.dtype: str | None = None  # what a runtime computes in ("float32", "int8", "bfloat16"), if one runs it
         self.pid: int | None = None
+        self.node: str | None = None  # the Ray node it was placed on; None for a process on this machine
         self.in_flight = 0
         self.stopping = False
         self._context = context
@@ -71,15 +72,25 @@ class Replica:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        config = WorkerConfig(replica_id=self.id, spec=self.spec, host=self._hub.host, port=self._hub.port,
-                              secret=self.secret, models_dir=str(self._context.models_dir),
+        config = WorkerConfig(replica_id=self.id, spec=self.spec, host=self._hub.advertised_host,
+                              port=self._hub.port, secret=self.secret, models_dir=str(self._context.models_dir),
                               archive_limits=self._context.archive_limits)
-        env = {**inherited_env(), **self.spec.env, CONFIG_ENV: config.model_dump_json(),
-               "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+        # The spawner lays this over the env of wherever the process runs (this server, or a Ray node).
+        env = {**self.spec.env, CONFIG_ENV: config.model_dump_json(), "PYTHONUNBUFFERED": "1",
+               "PYTHONFAULTHANDLER": "1"}
         self._hub.expect(self.id, self)
         self._log_offset = log_size(self._log_path)  # where this worker's own output will start
-        self._process = await self._context.spawner.start(self.spec, env, self._log_path)
+        try:
+            self._process = await self._context.spawner.start(self.spec, env, self._log_path)
+        except OSError as exc:
+            self._hub.forget(self.id)
+            self.state = ReplicaState.failed
+            self.failure = f"the worker process could not start: {exc}"
+            self._settled.set()
+            self._on_change(self)
+            return
         self.pid = self._process.pid
+        self.node = getattr(self._process, "node", None)
         self._spawn(self._watch_process())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

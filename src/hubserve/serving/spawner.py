@@ -29,6 +29,14 @@ class WorkerProcess(Protocol):
     def send_signal(self, sig: int) -> None: ...
 
 
+class ReplicaSpawner(Protocol):
+    """How replicas are placed: `Spawner` on this machine, `RaySpawner` (ray_placement.py) on a Ray cluster."""
+
+    async def start(self, spec: EndpointSpec, env: dict[str, str], log_path: Path) -> WorkerProcess: ...
+
+    async def close(self) -> None: ...
+
+
 def inherited_env() -> dict[str, str]:
     """What worker processes (and the zygote) inherit from the server: its env without its own settings."""
     return {name: value for name, value in os.environ.items() if not name.startswith(SERVER_ENV_PREFIX)}
@@ -51,7 +59,9 @@ class Spawner:
         self._zygote.start()
 
     async def start(self, spec: EndpointSpec, env: dict[str, str], log_path: Path) -> WorkerProcess:
-        """A worker process with exactly `env`, writing to `log_path`."""
+        """A worker process with the replica's `env` over what workers inherit from the server, writing to
+        `log_path`."""
+        env = {**inherited_env(), **env}
         if self._zygote is not None and can_fork(spec):
             forked = await self._zygote.fork(env, log_path)
             if forked is not None:

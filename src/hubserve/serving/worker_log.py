@@ -38,7 +38,7 @@ def last_error(path: Path, offset: int = 0) -> str | None:
 def describe_exit(code: int | None) -> str:
     """How a worker process ended, as a phrase: `exited with code 3`, `was killed by SIGKILL (code -9)`."""
     if code is None:
-        return "ended (its exit code is unknown: the zygote that forked it is gone)"
+        return "ended (its exit code is unknown: the zygote that forked it, or the Ray node it ran on, is gone)"
     if code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name} (code {code})"

@@ -1,0 +1,118 @@
+"""Replicas placed on a Ray cluster (`hubserve serve --ray`): a local cluster of three nodes on loopback, a head
+that runs nothing and two single-CPU nodes, with the real server placing replicas on it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Server, start_server
+from custom_models import write_echo_model
+
+# Ray otherwise takes this machine's network address as every node's, and dials it.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in LOOPBACK_ONLY.items():
+            env.setenv(name, value)
+        from ray.cluster_utils import Cluster
+
+        # The head holds no CPU: every replica goes to a node of its own.
+        running = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+        try:
+            for name in ("node_a", "node_b"):
+                add_node(running, name)
+            yield running
+        finally:
+            running.shutdown()
+
+
+def add_node(cluster: Any, name: str) -> Any:
+    return cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources={name: 1})
+
+
+@pytest.fixture(scope="module")
+def server(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("ray") / "home", env=LOOPBACK_ONLY,
+                           args=["--ray", cluster.address])
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def endpoint(server: Server) -> Iterator[Callable[..., str]]:
+    client = server.client()
+    created: list[str] = []
+
+    def make(name: str, model: Path, **spec: object) -> str:
+        client.create_endpoint({"name": name, "model": str(model), **spec})
+        created.append(name)
+        client.wait(name, timeout=300)
+        return f"{server.url}/endpoints/{name}"
+
+    yield make
+    for name in created:
+        client.delete_endpoint(name)
+
+
+def replicas(server: Server, name: str) -> list[dict[str, Any]]:
+    described: dict[str, Any] = server.client().get_endpoint(name)
+    return list(described["status"]["replicas"])
+
+
+def test_replicas_of_one_endpoint_run_on_different_nodes_and_all_answer(
+        server: Server, endpoint: Callable[..., str], tmp_path: Path) -> None:
+    url = endpoint("spread", write_echo_model(tmp_path / "echo"), replicas=2)
+    placed = replicas(server, "spread")
+    assert len({r["node"] for r in placed}) == 2
+    answered = {httpx.post(url, json={"inputs": "pid"}, timeout=60).json()["pid"] for _ in range(6)}
+    assert answered == {r["pid"] for r in placed}
+
+
+def test_generation_streams_through_a_replica_on_another_node(
+        server: Server, endpoint: Callable[..., str], tiny_model: Callable[[str], Path], cluster: Any) -> None:
+    url = endpoint("gen", tiny_model("text-generation"))
+    assert replicas(server, "gen")[0]["node"] != cluster.head_node.node_id
+    body = {"inputs": "the day is", "parameters": {"max_new_tokens": 4}}
+    with httpx.stream("POST", f"{url}/generate_stream", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        events = [json.loads(line.removeprefix("data:")) for line in response.iter_lines() if line]
+    assert len(events) == 4
+    assert events[-1]["generated_text"] is not None
+
+
+def test_a_dead_nodes_requests_fail_with_503_and_its_replica_comes_back_on_a_live_node(
+        server: Server, endpoint: Callable[..., str], tmp_path: Path, cluster: Any) -> None:
+    url = endpoint("survivor", write_echo_model(tmp_path / "echo"), replicas=2)
+    before = replicas(server, "survivor")
+    spare = add_node(cluster, "node_c")  # where the lost replica can go: the other node's CPU is taken
+    doomed = next(n for n in cluster.worker_nodes if n.node_id == before[0]["node"])
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(httpx.post, url, json={"inputs": "sleep", "parameters": {"seconds": 6}}, timeout=60)
+                 for _ in range(4)]
+        time.sleep(2)  # all four in flight, two on each replica
+        cluster.remove_node(doomed, allow_graceful=False)
+        answers = [call.result() for call in calls]
+    lost = [a for a in answers if a.status_code == 503]
+    assert len(lost) == 2 and all(a.headers["retry-after"] == "1" for a in lost)
+    assert [a.status_code for a in answers].count(200) == 2
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        now = replicas(server, "survivor")
+        if [r["state"] for r in now] == ["ready", "ready"] and spare.node_id in {r["node"] for r in now}:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"the lost replica did not come back on the spare node: {now}")
+    assert httpx.post(url, json={"inputs": "pid"}, timeout=60).status_code == 200
