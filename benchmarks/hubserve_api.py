@@ -66,6 +66,22 @@ class HubserveAdmin:
         self.wait_running(name, backend=backend_of(spec))
         return self.endpoint_url(name)
 
+    def scale(self, name: str, replicas: int, timeout_s: float = 600.0) -> list[dict[str, Any]]:
+        """Ask for `replicas` replicas and wait until exactly that many run, all ready (a replica scaled away may
+        finish its requests first); their descriptions (`id`, `state`, `pid`, `node`, ...)."""
+        self._check(self._http.patch(f"/api/v1/endpoints/{name}", json={"replicas": replicas}),
+                    f"scaling endpoint {name}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.status(name)
+            running = list(status["replicas"])
+            if len(running) == replicas and all(r["state"] == "ready" for r in running):
+                return running
+            if status["state"] == "failed":
+                raise Unavailable(f"endpoint {name} failed: {status.get('message')}")
+            time.sleep(0.25)
+        raise Unavailable(f"endpoint {name} did not have {replicas} ready replicas after {timeout_s:.0f} s")
+
     def stats(self, name: str) -> dict[str, Any]:
         """`{"engine_stats": {...}}`: the endpoint's engine counters, where this hubserve has them (else `{}`)."""
         response = self._http.get(f"/api/v1/endpoints/{name}/stats")

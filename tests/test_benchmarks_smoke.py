@@ -168,3 +168,26 @@ def test_quick_scale_to_zero(tmp_path: Path) -> None:
         woken = rows[config, wake]
         assert woken["baseline"] == f"{config} / {cold}" and woken["target"] == "<= +0.3 s"
         assert woken["delta"] is not None and isinstance(woken["met"], bool)
+
+
+def test_quick_ray(tmp_path: Path) -> None:
+    """The Ray suite end to end on a local loopback cluster: one replica against two on single-CPU nodes pinned to a
+    core each, in alternating rounds, and a Ray-placed replica against a local process at concurrency 1."""
+    out = tmp_path / "ray.json"
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--suite", "ray", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {(row["config"], row["metric"]): row for row in json.loads(out.read_text())["rows"]}
+    one, two = "hubserve --ray, 1 replica on one single-CPU node", "hubserve --ray, 2 replicas on two single-CPU nodes"
+    local, remote = "hubserve, 1 replica (local process)", "hubserve --ray, 1 replica (Ray actor's process)"
+    throughput, latency = "throughput (c=32)", "latency p50 (c=1)"
+    assert set(rows) == {(one, throughput), (two, throughput), (local, latency), (remote, latency)}
+    assert all(isinstance(row["value"], float) and row["value"] > 0 for row in rows.values()), rows
+    scaled = rows[two, throughput]
+    assert scaled["baseline"] == f"{one} / {throughput}" and scaled["target"] == ">= 1x" and scaled["ratio"] > 0
+    placed = scaled["details"]["placements"][-1]
+    assert len({replica["node"] for replica in placed}) == 2
+    assert {replica["cpus_allowed"] for replica in placed} == {str(core) for core in scaled["details"]["node_cores"]}
+    hop = rows[remote, latency]
+    assert hop["baseline"] == f"{local} / {latency}" and hop["delta"] is not None
+    assert hop["details"]["placement"][0]["node"] and rows[local, latency]["details"]["placement"][0]["node"] is None

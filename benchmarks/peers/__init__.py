@@ -15,12 +15,18 @@ from benchmarks.processes import ServerProcess, Unavailable, free_port, python_m
 EMBEDDING_ROUTE = "/predict"
 
 
-def hubserve(home: Path, admin_token: str, logs: Path) -> ServerProcess:
-    """`hubserve serve` with its own home and admin token."""
+def hubserve(home: Path, admin_token: str, logs: Path, ray_address: str | None = None,
+             env: dict[str, str] | None = None) -> ServerProcess:
+    """`hubserve serve` with its own home and admin token; with `ray_address`, placing replicas on that Ray cluster
+    (`--ray`)."""
     port = free_port()
     command = python_module("hubserve", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home))
-    return ServerProcess("hubserve", command, port, logs / "hubserve.log", health="/ping",
-                         env={"HUBSERVE_ADMIN_TOKEN": admin_token})
+    name = "hubserve"
+    if ray_address is not None:
+        command += ["--ray", ray_address]
+        name = "hubserve-ray"
+    return ServerProcess(name, command, port, logs / f"{name}.log", health="/ping",
+                         env={"HUBSERVE_ADMIN_TOKEN": admin_token, **(env or {})})
 
 
 def embedding_peer(module: str, model: Path, logs: Path) -> ServerProcess:

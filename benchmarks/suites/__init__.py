@@ -13,6 +13,7 @@ from benchmarks.suites import (
     encoders,
     generation,
     llamacpp,
+    ray,
     sagemaker_stream,
     scale_to_zero,
     soak,
@@ -29,5 +30,6 @@ SUITES: dict[str, Callable[[Context], list[Row]]] = {
     "transform": transform.run,
     "coldstart": coldstart.run,
     "scale_to_zero": scale_to_zero.run,
+    "ray": ray.run,
     "soak": soak.run,
 }

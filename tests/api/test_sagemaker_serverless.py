@@ -36,6 +36,12 @@ def invoke(url: str, inputs: str, **parameters: Any) -> Any:
     return json.loads(answer["Body"].read())
 
 
+def in_flight(server: Server, name: str) -> int:
+    stats = httpx.get(f"{server.url}/api/v1/endpoints/{name}/stats",
+                      headers={"authorization": f"Bearer {server.token}"}, timeout=30).json()
+    return sum(int(replica["in_flight"]) for replica in stats["replicas"])
+
+
 def test_a_serverless_endpoint_scales_to_zero_throttles_and_pauses(server: Server, tmp_path: Path) -> None:
     sm = admin_client("sagemaker", server.url)
     sm.create_model(ModelName="serverless", ExecutionRoleArn=ROLE, PrimaryContainer={
@@ -50,9 +56,12 @@ def test_a_serverless_endpoint_scales_to_zero_throttles_and_pauses(server: Serve
         assert spec["max_concurrency"] == 1
         assert (spec["autoscaling"]["min_replicas"], spec["autoscaling"]["max_replicas"]) == (0, 1)
 
-        slow = threading.Thread(target=invoke, args=(server.url, "sleep"), kwargs={"seconds": 2})
+        slow = threading.Thread(target=invoke, args=(server.url, "sleep"), kwargs={"seconds": 5})
         slow.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while not in_flight(server, "serverless"):  # the slow one is in (a busy machine may take a while)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         with pytest.raises(ClientError) as throttled:
             invoke(server.url, "x")
         slow.join()

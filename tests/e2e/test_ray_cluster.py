@@ -13,41 +13,21 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, start_server
+from conftest import Server
 from custom_models import write_echo_model
-
-# Ray otherwise takes this machine's network address as every node's, and dials it.
-LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+from ray_clusters import add_node, local_cluster, ray_server
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in LOOPBACK_ONLY.items():
-            env.setenv(name, value)
-        from ray.cluster_utils import Cluster
-
-        # The head holds no CPU: every replica goes to a node of its own.
-        running = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False})
-        try:
-            for name in ("node_a", "node_b"):
-                add_node(running, name)
-            yield running
-        finally:
-            running.shutdown()
-
-
-def add_node(cluster: Any, name: str) -> Any:
-    return cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources={name: 1})
+    with local_cluster(("node_a", "node_b")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def server(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("ray") / "home", env=LOOPBACK_ONLY,
-                           args=["--ray", cluster.address])
-    yield running
-    running.stop()
+    with ray_server(cluster, tmp_path_factory.mktemp("ray") / "home") as running:
+        yield running
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from hubserve.spec import (
     EndpointSpec,
     EngineSpec,
     Env,
+    ResourcesSpec,
     Text,
     _whole_number,
 )
@@ -71,8 +72,10 @@ class TransformJobSpec(BaseModel):
     dtype: Dtype = "auto"
     trust_remote_code: bool = False
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    # ... on this many transient replicas (SageMaker's InstanceCount) ...
+    # ... on this many transient replicas (SageMaker's InstanceCount), each asking a Ray cluster for `resources`
+    # (`hubserve serve --ray`; unset: one CPU) ...
     instance_count: int = Field(default=1, ge=1, le=64)
+    resources: ResourcesSpec | None = None
     # ... or a running endpoint, by name.
     endpoint: EndpointName | None = None
 
@@ -125,8 +128,8 @@ class TransformJobSpec(BaseModel):
         return EndpointSpec(name=f"job-{self.name}"[:63].rstrip("-"), model=self.model, revision=self.revision,
                             task=self.task, env=self.env, device=self.device, dtype=self.dtype,
                             trust_remote_code=self.trust_remote_code, engine=self.engine_spec(),
-                            replicas=self.instance_count, max_payload_bytes=self.max_payload_bytes,
-                            timeout_s=self.timeout_s)
+                            replicas=self.instance_count, resources=self.resources,
+                            max_payload_bytes=self.max_payload_bytes, timeout_s=self.timeout_s)
 
 
 class JobProgress(BaseModel):

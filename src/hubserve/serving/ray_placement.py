@@ -26,9 +26,11 @@ PR_SET_PDEATHSIG = 1
 
 
 def actor_options(resources: ResourcesSpec | None) -> dict[str, Any]:
-    """Ray's actor options for what a replica asks for (one CPU when the spec says nothing)."""
+    """Ray's actor options for what a replica asks for (one CPU when the spec says nothing), spread over the nodes."""
     wanted = resources or ResourcesSpec()
-    options: dict[str, Any] = {"num_cpus": wanted.cpus, "num_gpus": wanted.gpus}
+    # Ray's default packs actors onto one node until it is half full: an endpoint's (or a job's) replicas would
+    # share a machine's memory bandwidth and die with it. Spread, as Ray Serve places its replicas.
+    options: dict[str, Any] = {"num_cpus": wanted.cpus, "num_gpus": wanted.gpus, "scheduling_strategy": "SPREAD"}
     if wanted.memory is not None:
         options["memory"] = wanted.memory
     if wanted.accelerator_type is not None:

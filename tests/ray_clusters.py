@@ -1,0 +1,54 @@
+"""A local Ray cluster for the tests of `hubserve serve --ray`: a head that runs nothing and worker nodes, every
+node on 127.0.0.1, and a real server placing replicas on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Server, start_server
+
+# Ray otherwise takes this machine's network address as every node's, and dials it.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@contextmanager
+def local_cluster(names: tuple[str, ...], cpus: int = 1) -> Iterator[Any]:
+    """A head with no CPU, so that every replica goes to a worker node, and one node of `cpus` per name (each also
+    declares a resource of its name)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in LOOPBACK_ONLY.items():
+            env.setenv(name, value)
+        from ray.cluster_utils import Cluster
+
+        running = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+        try:
+            for name in names:
+                add_node(running, name, cpus)
+            yield running
+        finally:
+            running.shutdown()
+
+
+def add_node(cluster: Any, name: str, cpus: int = 1) -> Any:
+    return cluster.add_node(num_cpus=cpus, node_ip_address="127.0.0.1", resources={name: 1})
+
+
+def raylet_pid(node: Any) -> int:
+    """The pid of a node's raylet, which every process Ray starts on that node finds in RAY_RAYLET_PID."""
+    pid: int = node.all_processes["raylet"][0].process.pid
+    return pid
+
+
+@contextmanager
+def ray_server(cluster: Any, home: Path) -> Iterator[Server]:
+    running = start_server(home, env=LOOPBACK_ONLY, args=["--ray", cluster.address])
+    try:
+        yield running
+    finally:
+        running.stop()
