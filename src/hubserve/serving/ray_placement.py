@@ -128,6 +128,11 @@ class RayWorkerProcess:
         self._host.signal.remote(sig)
 
 
+def _replica_id(env: dict[str, str]) -> str:
+    """The replica's id, which names its actor: data-plane servers find the actor by it (data_plane.py)."""
+    return WorkerConfig.model_validate_json(env[CONFIG_ENV]).replica_id
+
+
 class RaySpawner:
     """Starts replicas as `ReplicaHost` actors on the Ray cluster at `address` (`auto`: the one this machine is
     part of). Actors belong to this server: Ray ends them, and so their workers, if the server goes away."""
@@ -145,7 +150,7 @@ class RaySpawner:
         """A worker on the node Ray places it on; waits while no node has room for it (Ray's autoscaler may add
         one)."""
         # Ray types a handle's methods only where they are declared with @ray.method: this one's are plain.
-        host: Any = ReplicaHostActor.options(**actor_options(spec.resources)).remote()
+        host: Any = ReplicaHostActor.options(**actor_options(spec.resources), name=_replica_id(env)).remote()
         try:
             pid, node = await host.start.remote(env, str(log_path))
         except BaseException as exc:
