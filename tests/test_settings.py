@@ -49,3 +49,18 @@ def test_archive_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("HUBSERVE_MAX_COMPRESSION_RATIO", "20")
     limits = ServerSettings().archive_limits
     assert (limits.max_unpacked_bytes, limits.max_compression_ratio) == (1_000_000, 20)
+
+
+def test_a_data_plane_server_needs_a_ray_cluster(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="give --ray ADDRESS"):
+        ServerSettings(home=tmp_path, data_plane=True)
+    assert ServerSettings(home=tmp_path, data_plane=True, ray_address="auto").data_plane
+
+
+def test_serve_says_so_when_data_plane_is_given_without_ray(tmp_path: Path) -> None:
+    from hubserve.cli import build_parser
+    from hubserve.cli.serve import server_settings
+
+    args = build_parser().parse_args(["serve", "--home", str(tmp_path), "--data-plane"])
+    with pytest.raises(SystemExit, match="^hubserve serve: a data-plane server serves the endpoints of an owner"):
+        server_settings(args)

@@ -43,8 +43,8 @@ TASK = "sentence-embeddings"
 SPEC: dict[str, Any] = {"resources": {"cpus": 1}, **engine("torch")}
 # Ray otherwise takes this machine's network address as every node's, and dials it.
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-HOP_NOTE = ("both replicas dial the server's worker hub over loopback TCP: the Ray actor places the process and is "
-            "not on the request's path")
+HOP_NOTE = ("the local replica dials the server's worker hub over loopback TCP; the Ray replica dials its actor's "
+            "relay on its node, which carries the channel on to the hub: one more hop on the request's path")
 
 
 @contextlib.contextmanager

@@ -84,6 +84,14 @@ class Overloaded(HubserveError):
     kind = "overloaded"
 
 
+class DataPlaneOnly(HubserveError):
+    """A call that changes state (endpoints, tokens, jobs) to a data-plane server: its owner server takes those. 421
+    Misdirected Request: this server will not answer for it, the owner named in the message will."""
+
+    status = 421
+    kind = "data_plane_only"
+
+
 class NoReadyReplica(HubserveError):
     status = 503
     kind = "no_ready_replica"

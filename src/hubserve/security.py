@@ -10,7 +10,7 @@ import os
 import secrets
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from hubserve.errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -48,6 +48,17 @@ class TokenRegistry:
         self._store = store
         self._tokens = {t.id: t for t in store.load_tokens()}
         self._admin_digest = store.get_secret(ADMIN_DIGEST_KEY)
+        # Told after every change of the tokens (on Ray: to publish their digests to the data plane).
+        self.on_change: Callable[[], None] = _nothing
+
+    @property
+    def admin_digest(self) -> str | None:
+        return self._admin_digest
+
+    def mirror(self, records: Iterable[TokenRecord], admin_digest: str | None) -> None:
+        """Check tokens against another server's (the owner's, on a data-plane server), in memory only."""
+        self._tokens = {t.id: t for t in records}
+        self._admin_digest = admin_digest
 
     def ensure_admin_token(self, given: str | None, token_file: Path) -> str | None:
         """Set up the admin token; return it only when it was created now (to be shown once)."""
@@ -67,6 +78,7 @@ class TokenRegistry:
     def _set_admin(self, token: str) -> None:
         self._admin_digest = digest(token)
         self._store.set_secret(ADMIN_DIGEST_KEY, self._admin_digest)
+        self.on_change()
 
     def is_admin(self, token: str) -> bool:
         holder = self._holder(token)
@@ -139,6 +151,7 @@ class TokenRegistry:
                              kind="aws" if aws else "bearer", admin=admin)
         self._store.add_token(record)
         self._tokens[token_id] = record
+        self.on_change()
         return record, token
 
     def list(self) -> list[TokenRecord]:
@@ -148,7 +161,12 @@ class TokenRegistry:
         if not self._store.delete_token(token_id):
             raise NotFound(f"no token with id {token_id}")
         self._tokens.pop(token_id, None)
+        self.on_change()
 
 
 def _none(_endpoint: str) -> bool:
     return False
+
+
+def _nothing() -> None:
+    return None

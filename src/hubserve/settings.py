@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hubserve.sources import ArchiveLimits
@@ -51,6 +51,16 @@ class ServerSettings(BaseSettings):
     hub_host: str | None = None
     hub_port: int = Field(default=0, ge=0, le=65535)
     hub_advertised_host: str | None = None
+    # Serve only the data plane (`--data-plane`) of the endpoints that the owner server on the same Ray cluster
+    # publishes: invocations on every front door, with the owner's tokens; no endpoint, token or job of its own.
+    data_plane: bool = False
+
+    @model_validator(mode="after")
+    def _data_plane_on_ray(self) -> ServerSettings:
+        if self.data_plane and not self.ray_address:
+            raise ValueError("a data-plane server serves the endpoints of an owner server on a Ray cluster: give "
+                             "--ray ADDRESS (or HUBSERVE_RAY_ADDRESS) with --data-plane")
+        return self
 
     @property
     def db_path(self) -> Path:

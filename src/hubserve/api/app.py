@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +40,9 @@ from hubserve.serving.telemetry import Telemetry
 from hubserve.settings import ServerSettings
 from hubserve.store import Store
 
+if TYPE_CHECKING:
+    from hubserve.serving.ray_registry import Publisher
+
 log = logging.getLogger("hubserve")
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
@@ -49,29 +53,57 @@ def allowed_methods(app: FastAPI, request: Request) -> list[str]:
             if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in app.router.routes)]
 
 
+def owner(settings: ServerSettings, store: Store, tokens: TokenRegistry) -> EndpointManager:
+    """The endpoints of the server that owns them (all but data-plane servers), and its admin token."""
+    created = tokens.ensure_admin_token(settings.admin_token, settings.admin_token_file)
+    if created is not None:
+        print(f"hubserve: created the admin token (shown once, also in {settings.admin_token_file}):\n"
+              f"  {created}", flush=True)
+    return EndpointManager(settings, store)
+
+
+def data_plane(settings: ServerSettings, store: Store, tokens: TokenRegistry) -> EndpointManager:
+    """The endpoints a data-plane server serves, and their tokens: its owner's, from the cluster's registry."""
+    from hubserve.serving.data_plane import DataPlaneManager  # ray is imported only by servers that use it
+
+    return DataPlaneManager(settings, store, tokens)
+
+
+def publish(manager: EndpointManager, tokens: TokenRegistry, settings: ServerSettings) -> Publisher:
+    """On Ray: publish the endpoints and the tokens' digests for data-plane servers, now and after each change."""
+    from hubserve.serving.ray_registry import Publisher, owner_url, snapshot_of
+
+    url = owner_url(settings.host, settings.port)
+    publisher = Publisher(lambda: snapshot_of(url, tokens.admin_digest, tokens.list(), manager.list()))
+    manager.on_change = tokens.on_change = publisher.changed
+    publisher.start()
+    return publisher
+
+
 def create_app(settings: ServerSettings) -> FastLane:
     """The ASGI app: FastAPI, behind the fast lane for invocations."""
     settings.prepare()
     store = Store(settings.db_path)
     tokens = TokenRegistry(store)
-    created = tokens.ensure_admin_token(settings.admin_token, settings.admin_token_file)
-    if created is not None:
-        print(f"hubserve: created the admin token (shown once, also in {settings.admin_token_file}):\n"
-              f"  {created}", flush=True)
-    manager = EndpointManager(settings, store)
+    manager = data_plane(settings, store, tokens) if settings.data_plane else owner(settings, store, tokens)
     transform_jobs = JobService(settings, store, manager)
     telemetry = Telemetry(manager, transform_jobs.list)
+    publishing = settings.ray_address is not None and not settings.data_plane
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await manager.start()
-        await transform_jobs.start()
+        publisher = publish(manager, tokens, settings) if publishing else None
+        if not settings.data_plane:
+            await transform_jobs.start()
         telemetry.start()
         try:
             yield
         finally:
             await telemetry.stop()
             await transform_jobs.shutdown()
+            if publisher is not None:
+                await publisher.close()
             await manager.shutdown()
             store.close()
 

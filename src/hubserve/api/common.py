@@ -39,6 +39,11 @@ def manager_of(request: Request) -> EndpointManager:
     return manager
 
 
+def owner_only(request: Request) -> None:
+    """Refuse on a data-plane server what changes state (endpoints, tokens, jobs): its owner server takes it."""
+    manager_of(request).require_owner()
+
+
 def settings_of(request: Request) -> ServerSettings:
     settings: ServerSettings = request.app.state.settings
     return settings

@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
-from hubserve.api.common import error_route, manager_of, tokens_of
+from hubserve.api.common import error_route, manager_of, owner_only, tokens_of
 from hubserve.api.contract import BEARER, errors
 from hubserve.api.errors import render_error
 from hubserve.serving.async_queue import AsyncBacklog
@@ -33,6 +33,8 @@ router = APIRouter(prefix="/api/v1", route_class=error_route(render_error), depe
                    tags=["control"], responses=errors(401, 403))
 # A route that takes a body answers one too slow or too big for the limits it is read with (common.py).
 BODY_ERRORS = (408, 413)
+# What a data-plane server refuses: changes, and the logs (on the owner's nodes).
+OWNER_ONLY = [Depends(owner_only)]
 
 
 class EndpointList(BaseModel):
@@ -78,7 +80,7 @@ def with_url(request: Request, endpoint: Endpoint) -> Endpoint:
     return endpoint
 
 
-@router.post("/endpoints", status_code=201, responses=errors(400, 409, *BODY_ERRORS))
+@router.post("/endpoints", status_code=201, responses=errors(400, 409, *BODY_ERRORS), dependencies=OWNER_ONLY)
 async def create_endpoint(spec: EndpointSpec, request: Request) -> Endpoint:
     return with_url(request, manager_of(request).create(spec))
 
@@ -93,26 +95,27 @@ async def get_endpoint(name: str, request: Request) -> Endpoint:
     return with_url(request, manager_of(request).get(name).describe())
 
 
-@router.put("/endpoints/{name}", responses=errors(400, 404, 409, *BODY_ERRORS))
-@router.patch("/endpoints/{name}", responses=errors(400, 404, 409, *BODY_ERRORS))
+@router.put("/endpoints/{name}", responses=errors(400, 404, 409, *BODY_ERRORS), dependencies=OWNER_ONLY)
+@router.patch("/endpoints/{name}", responses=errors(400, 404, 409, *BODY_ERRORS), dependencies=OWNER_ONLY)
 async def update_endpoint(name: str, change: EndpointUpdate, request: Request) -> Endpoint:
     return with_url(request, manager_of(request).update(name, change))
 
 
-@router.post("/endpoints/{name}/pause", responses=errors(404))
+@router.post("/endpoints/{name}/pause", responses=errors(404), dependencies=OWNER_ONLY)
 async def pause_endpoint(name: str, request: Request) -> Endpoint:
     """Stop the replicas (they finish their requests first) and keep the spec: requests are answered 503 until the
     endpoint is resumed, also after a server restart."""
     return with_url(request, await manager_of(request).pause(name))
 
 
-@router.post("/endpoints/{name}/resume", responses=errors(404, 409))
+@router.post("/endpoints/{name}/resume", responses=errors(404, 409), dependencies=OWNER_ONLY)
 async def resume_endpoint(name: str, request: Request) -> Endpoint:
     """Deploy a paused endpoint again (409 for one that is not paused)."""
     return with_url(request, manager_of(request).resume(name))
 
 
-@router.delete("/endpoints/{name}", status_code=204, response_class=Response, responses=errors(404))
+@router.delete("/endpoints/{name}", status_code=204, response_class=Response, responses=errors(404),
+                dependencies=OWNER_ONLY)
 async def delete_endpoint(name: str, request: Request) -> Response:
     await manager_of(request).delete(name)
     return Response(status_code=204)
@@ -127,7 +130,7 @@ async def endpoint_stats(name: str, request: Request) -> EndpointStats:
                          async_backlog=manager.async_runners.backlog(name))
 
 
-@router.get("/endpoints/{name}/logs", response_model=None, response_class=Response, responses={
+@router.get("/endpoints/{name}/logs", response_model=None, response_class=Response, dependencies=OWNER_ONLY, responses={
     200: {"description": "The worker log's last lines; with `follow`, then new lines as they come",
           "content": {"text/plain": {"schema": {"type": "string"}}}},
     **errors(400, 404)})
@@ -157,7 +160,7 @@ def log_response(request: Request, path: Path, tail: int, follow: bool) -> Plain
     return StreamingResponse(stream(), media_type="text/plain")
 
 
-@router.post("/tokens", status_code=201, responses=errors(400, *BODY_ERRORS))
+@router.post("/tokens", status_code=201, responses=errors(400, *BODY_ERRORS), dependencies=OWNER_ONLY)
 async def create_token(body: TokenRequest, request: Request) -> CreatedToken | CreatedAwsKey:
     record, secret = tokens_of(request).create(body.name, body.endpoints, aws=body.aws, admin=body.admin)
     info = record.model_dump(exclude={"digest"})
@@ -166,12 +169,13 @@ async def create_token(body: TokenRequest, request: Request) -> CreatedToken | C
     return CreatedToken(token=secret, **info)
 
 
-@router.get("/tokens")
+@router.get("/tokens", dependencies=OWNER_ONLY)
 async def list_tokens(request: Request) -> list[TokenInfo]:
     return [TokenInfo(**t.model_dump(exclude={"digest"})) for t in tokens_of(request).list()]
 
 
-@router.delete("/tokens/{token_id}", status_code=204, response_class=Response, responses=errors(404))
+@router.delete("/tokens/{token_id}", status_code=204, response_class=Response, responses=errors(404),
+                dependencies=OWNER_ONLY)
 async def revoke_token(token_id: str, request: Request) -> Response:
     tokens_of(request).revoke(token_id)
     return Response(status_code=204)

@@ -9,15 +9,17 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
-from hubserve.api.common import error_route
+from hubserve.api.common import error_route, owner_only
 from hubserve.api.contract import errors
 from hubserve.api.control import BODY_ERRORS, MAX_TAIL, log_response, require_admin
 from hubserve.api.errors import render_error
 from hubserve.jobs.service import JobService
 from hubserve.jobs.spec import TransformJob, TransformJobSpec
 
-router = APIRouter(prefix="/api/v1", route_class=error_route(render_error), dependencies=[Depends(require_admin)],
-                   tags=["jobs"], responses=errors(401, 403))
+# Jobs live in the owner server's store: a data-plane server refuses them.
+router = APIRouter(prefix="/api/v1", route_class=error_route(render_error),
+                   dependencies=[Depends(require_admin), Depends(owner_only)], tags=["jobs"],
+                   responses=errors(401, 403))
 
 
 class JobList(BaseModel):

@@ -12,7 +12,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from hubserve.api.common import accept_invocation, error_route, forwarded_header, manager_of, settings_of
+from hubserve.api.common import (
+    accept_invocation,
+    error_route,
+    forwarded_header,
+    manager_of,
+    owner_only,
+    settings_of,
+)
 from hubserve.api.contract import INVOCATION_BODY, OPTIONAL_TOKEN, errors
 from hubserve.api.sagemaker import ACCOUNT, ATTRIBUTE_HEADERS, SageMakerError, render_sagemaker_error
 from hubserve.errors import BadRequest
@@ -88,6 +95,7 @@ class AsyncInvocation(BaseModel):
                         **errors(400, 401, 403, 408, 413, model=SageMakerError, headers=_ERROR_HEADERS)})
 async def invoke_endpoint_async(name: str, request: Request) -> Response:
     request.state.request_id = str(uuid.uuid4())
+    owner_only(request)  # the queue of asynchronous requests is in the owner's store
     runtime, invocation = await accept_invocation(request, name, attribute_headers=ATTRIBUTE_HEADERS)
     settings = runtime.spec.async_inference
     if settings is None:

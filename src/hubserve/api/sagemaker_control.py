@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hubserve.api import cloudwatch_logs
 from hubserve.api.aws_auth import require_control_access
 from hubserve.api.aws_paging import page_start, page_token
-from hubserve.api.common import CONTROL_BODY_LIMIT, error_route, json_object, manager_of, read_body
+from hubserve.api.common import CONTROL_BODY_LIMIT, error_route, json_object, manager_of, owner_only, read_body
 from hubserve.api.errors import printable, retry_headers
 from hubserve.env_secrets import masked
 from hubserve.errors import AwsError, Conflict, HubserveError, NotFound, ReplicaLimitReached
@@ -64,8 +64,8 @@ NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 MODELLED_CODES = {"ResourceNotFound", "ResourceInUse", "ResourceLimitExceeded"}
 # The codes of our errors whose status AWS keeps; any other 4xx is a ValidationException (400).
 STATUS_CODES = {401: "MissingAuthenticationTokenException", 403: "AccessDeniedException",
-                408: "RequestTimeoutException", 413: "ValidationException", 429: "ThrottlingException",
-                503: "ServiceUnavailable"}
+                408: "RequestTimeoutException", 413: "ValidationException", 421: "MisdirectedRequestException",
+                429: "ThrottlingException", 503: "ServiceUnavailable"}
 
 # Deleted endpoints whose replicas still drain: held so that the tasks live until they end.
 _draining: set[asyncio.Task[None]] = set()
@@ -612,6 +612,7 @@ _ERROR = {"content": {MEDIA_TYPE: {"schema": ControlError.model_json_schema(by_a
 async def control_plane(request: Request) -> Response:
     """SageMaker's control-plane actions on models, endpoint configs, endpoints and transform jobs, and CloudWatch
     Logs' reads of the jobs' and endpoints' logs (admin token or admin AWS key)."""
+    owner_only(request)
     body = await read_body(request, CONTROL_BODY_LIMIT)
     target = request.headers.get("x-amz-target", "")
     if target.startswith(cloudwatch_logs.TARGET_PREFIX):

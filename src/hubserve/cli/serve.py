@@ -40,15 +40,25 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument("--ray", metavar="ADDRESS", dest="ray_address",
                        help="place replicas on this Ray cluster ('auto': the one this machine is part of; env "
                             "HUBSERVE_RAY_ADDRESS)")
+    serve.add_argument("--data-plane", action="store_true",
+                       help="with --ray: serve the invocations of the endpoints of the server that owns them on that "
+                            "cluster, managing none (env HUBSERVE_DATA_PLANE)")
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:
     """`hubserve serve`'s options over the `HUBSERVE_*` environment (an option not given leaves it be)."""
+    from pydantic import ValidationError
+
     from hubserve.settings import ServerSettings
 
     options = {"host": args.host, "port": args.port, "home": args.home, "max_memory": args.max_memory,
-               "public_metrics": args.public_metrics, "ray_address": args.ray_address}
-    return ServerSettings(**{k: v for k, v in options.items() if v})
+               "public_metrics": args.public_metrics, "ray_address": args.ray_address,
+               "data_plane": args.data_plane}
+    try:
+        return ServerSettings(**{k: v for k, v in options.items() if v})
+    except ValidationError as exc:
+        raise SystemExit("hubserve serve: " + "; ".join(e["msg"].removeprefix("Value error, ")
+                                                        for e in exc.errors())) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@ memory budget)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hubserve.errors import Conflict, NotFound
@@ -60,10 +61,12 @@ class EndpointManager:
             self.spawner = self.local_spawner = Spawner(settings.logs_dir / "zygote.log")
         self.context = ServingContext(
             hub=self.hub, spawner=self.spawner, logs_dir=settings.logs_dir, models_dir=settings.models_dir,
-            drain_timeout_s=settings.drain_timeout_s, save=store.save_endpoint,
+            drain_timeout_s=settings.drain_timeout_s, save=self._save,
             archive_limits=settings.archive_limits, admit=self._refusal,
         )
         self._endpoints: dict[str, EndpointRuntime] = {}
+        # Told after every change of an endpoint's spec or status (on Ray: to publish them to the data plane).
+        self.on_change: Callable[[], None] = _nothing
         # Asynchronous inference: the durable queue, and a runner per endpoint that has async_inference.
         self.async_runners = AsyncRunners(store)
         self.max_replicas = settings.max_replicas or (CLUSTER_REPLICA_LIMIT if self.ray else machine_replica_limit())
@@ -89,6 +92,13 @@ class EndpointManager:
         await asyncio.gather(*(r.stop() for r in self._endpoints.values()))
         await self.hub.close()
         await self.spawner.close()
+
+    def _save(self, spec: EndpointSpec, status: EndpointStatus) -> None:
+        self.store.save_endpoint(spec, status)
+        self.on_change()
+
+    def require_owner(self) -> None:
+        """Refuse what only the server that owns the endpoints does: this one does (a data-plane server does not)."""
 
     def get(self, name: str) -> EndpointRuntime:
         runtime = self._endpoints.get(name)
@@ -168,8 +178,13 @@ class EndpointManager:
         runtime = self.get(name)
         del self._endpoints[name]
         self.store.delete_endpoint(name)
+        self.on_change()
         await self.async_runners.forget(name)
         await runtime.stop()
         # Its workers are gone: free the cache they used, unless a new endpoint took the name meanwhile.
         if name not in self._endpoints:
             await asyncio.to_thread(release, self.settings.models_dir, name)
+
+
+def _nothing() -> None:
+    return None

@@ -1,6 +1,7 @@
 """Replicas placed on a Ray cluster: each worker process runs under a Ray actor on whichever node Ray picks for the
-replica's resources, and connects back to this server's worker hub as a local one does. The actor only places and
-watches the process: what runs inside it, and the channel to it, are the same as on one machine."""
+replica's resources. The worker connects to the actor's relay (ray_relay.py) as a local one connects to the server's
+worker hub, and the relay carries its channel to this server and to any data-plane server. What runs inside the
+worker, and the protocol on its channel, are the same as on one machine."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from typing import Any
 import ray
 from ray.exceptions import RayError
 
+from hubserve.serving.ray_relay import Relay
 from hubserve.serving.spawner import WorkerProcess, inherited_env
 from hubserve.spec import EndpointSpec, ResourcesSpec
+from hubserve.worker.config import CONFIG_ENV, WorkerConfig
 
 log = logging.getLogger("hubserve.serving")
 
@@ -49,9 +52,11 @@ class ReplicaHost:
 
     def __init__(self) -> None:
         self._process: asyncio.subprocess.Process | None = None
+        self._relay: Relay | None = None
 
     async def start(self, env: dict[str, str], log_path: str) -> tuple[int, str]:
         """Start the worker with the replica's `env` over this node's; its pid and this node's id."""
+        env = await self._open_relay(env)
         # On the server's machine (or a shared filesystem) this is the endpoint's log; elsewhere the same path on
         # this node.
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +76,21 @@ class ReplicaHost:
         if self._process is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._process.send_signal(sig)
+
+    async def _open_relay(self, env: dict[str, str]) -> dict[str, str]:
+        """The replica's env with its worker sent to this actor's relay, which dials the hub the config named."""
+        config = WorkerConfig.model_validate_json(env[CONFIG_ENV])
+        self._relay = Relay(config.replica_id, (config.host, config.port, config.secret))
+        host, port = await self._relay.listen()
+        relayed = config.model_copy(update={"host": host, "port": port, "secret": self._relay.secret})
+        return {**env, CONFIG_ENV: relayed.model_dump_json()}
+
+    async def attach(self, host: str, port: int, secret: str) -> None:
+        """Carry the worker's channel also to the hub at `host:port` (a data-plane server's), presenting `secret`.
+        Raises ConnectionError when the worker is not connected (not yet, or no more)."""
+        if self._relay is None:
+            raise ConnectionError("the replica's worker has not started")
+        await self._relay.add_server(host, port, secret)
 
 
 # Ray restarts nothing: a replica that dies is replaced by its replica set, through a new actor on a live node.
@@ -108,6 +128,11 @@ class RayWorkerProcess:
         self._host.signal.remote(sig)
 
 
+def _replica_id(env: dict[str, str]) -> str:
+    """The replica's id, which names its actor: data-plane servers find the actor by it (data_plane.py)."""
+    return WorkerConfig.model_validate_json(env[CONFIG_ENV]).replica_id
+
+
 class RaySpawner:
     """Starts replicas as `ReplicaHost` actors on the Ray cluster at `address` (`auto`: the one this machine is
     part of). Actors belong to this server: Ray ends them, and so their workers, if the server goes away."""
@@ -125,7 +150,7 @@ class RaySpawner:
         """A worker on the node Ray places it on; waits while no node has room for it (Ray's autoscaler may add
         one)."""
         # Ray types a handle's methods only where they are declared with @ray.method: this one's are plain.
-        host: Any = ReplicaHostActor.options(**actor_options(spec.resources)).remote()
+        host: Any = ReplicaHostActor.options(**actor_options(spec.resources), name=_replica_id(env)).remote()
         try:
             pid, node = await host.start.remote(env, str(log_path))
         except BaseException as exc:
