@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 
+from hubserve.serving.ray_shipping import ModelShipper, Shipment, ShippingFailed, is_shipped, unpack
 from hubserve.serving.spawner import WorkerProcess, inherited_env
+from hubserve.sources import ArchiveLimits
 from hubserve.spec import EndpointSpec, ResourcesSpec
 
 log = logging.getLogger("hubserve.serving")
@@ -63,6 +65,10 @@ class ReplicaHost:
             )
         return self._process.pid, ray.get_runtime_context().get_node_id()
 
+    async def receive(self, shipment: Shipment, models_dir: str, endpoint: str) -> str:
+        """The folder of this node's model cache where the shipped model is (unpacked now unless it already was)."""
+        return str(await asyncio.to_thread(unpack, shipment, Path(models_dir), endpoint))
+
     async def wait(self) -> int:
         assert self._process is not None
         return await self._process.wait()
@@ -71,6 +77,13 @@ class ReplicaHost:
         if self._process is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._process.send_signal(sig)
+
+
+def ray_reason(exc: RayError) -> str:
+    """What went wrong in a Ray call, in a line: the exception an actor raised (not Ray's copy of its traceback),
+    or Ray's own error."""
+    cause = exc.cause if isinstance(exc, RayTaskError) else None
+    return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
 
 
 # Ray restarts nothing: a replica that dies is replaced by its replica set, through a new actor on a live node.
@@ -112,8 +125,10 @@ class RaySpawner:
     """Starts replicas as `ReplicaHost` actors on the Ray cluster at `address` (`auto`: the one this machine is
     part of). Actors belong to this server: Ray ends them, and so their workers, if the server goes away."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, models_dir: Path, archive_limits: ArchiveLimits) -> None:
         self._address = address
+        self._models_dir = models_dir
+        self._shipper = ModelShipper(models_dir, archive_limits)
 
     def connect(self) -> str:
         """Join the cluster; the address Ray knows this machine by (where other nodes can reach it)."""
@@ -123,15 +138,25 @@ class RaySpawner:
 
     async def start(self, spec: EndpointSpec, env: dict[str, str], log_path: Path) -> WorkerProcess:
         """A worker on the node Ray places it on; waits while no node has room for it (Ray's autoscaler may add
-        one)."""
+        one). A model the node cannot fetch itself is shipped to it first."""
+        try:
+            shipment = await self._shipper.ship(spec) if is_shipped(spec) else None
+        except ShippingFailed as exc:  # as a local spawn fails: the replica fails with the reason
+            raise OSError(str(exc)) from exc
         # Ray types a handle's methods only where they are declared with @ray.method: this one's are plain.
         host: Any = ReplicaHostActor.options(**actor_options(spec.resources)).remote()
         try:
+            if shipment is not None:
+                try:
+                    folder = await host.receive.remote(shipment, str(self._models_dir), spec.name)
+                except RayError as exc:
+                    raise OSError(f"its model could not be shipped to its Ray node: {ray_reason(exc)}") from exc
+                env = shipment.worker_env(env, folder)
             pid, node = await host.start.remote(env, str(log_path))
         except BaseException as exc:
             ray.kill(host, no_restart=True)
-            if isinstance(exc, RayError):  # as a local spawn fails: the replica fails with the reason
-                raise OSError(f"its Ray actor failed: {exc}") from exc
+            if isinstance(exc, RayError):
+                raise OSError(f"its Ray actor failed: {ray_reason(exc)}") from exc
             raise
         return RayWorkerProcess(host, pid, node)
 

@@ -1,0 +1,143 @@
+"""What every Ray node gets from the server (`hubserve serve --ray`): the model when the node cannot fetch it itself,
+shipped through the object store into the node's model cache; its worker's output copied into the endpoint's log.
+A local cluster of a head that runs nothing and two nodes, with a real server whose Hugging Face cache the nodes'
+processes are not told of."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Server, start_server
+from ray_clusters import LOOPBACK_ONLY, local_cluster
+from sources_fixtures import build_hub_cache
+
+# Answers with where it was loaded from, and the torch threads it loaded and runs with.
+WHERE_LOADED = '''
+import os
+
+import torch
+
+
+def model_fn(model_dir):
+    return {"model_dir": model_dir, "load_threads": torch.get_num_threads()}
+
+
+def predict_fn(data, model):
+    return {**model, "threads": torch.get_num_threads(), "pid": os.getpid()}
+'''
+# The same, as an Inference Endpoints handler (at the repo's root, where a hand-made Hub cache can link it).
+WHERE_LOADED_HANDLER = '''
+import os
+
+import torch
+
+
+class EndpointHandler:
+    def __init__(self, path):
+        self.model = {"model_dir": path, "load_threads": torch.get_num_threads()}
+
+    def __call__(self, data):
+        return {**self.model, "threads": torch.get_num_threads(), "pid": os.getpid()}
+'''
+HUB_REPO = "hubserve-tests/where-loaded"
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def write_model(folder: Path, code: str) -> Path:
+    (folder / "code").mkdir(parents=True)
+    (folder / "code" / "inference.py").write_text(textwrap.dedent(code))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with local_cluster(("node_a", "node_b"), cpus=2) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face cache that only the server's env names."""
+    cache = tmp_path_factory.mktemp("server-hf-cache")
+    build_hub_cache(cache, HUB_REPO, {HUB_COMMIT: {"handler.py": textwrap.dedent(WHERE_LOADED_HANDLER).encode()}},
+                    {"main": HUB_COMMIT})
+    return cache
+
+
+@pytest.fixture(scope="module")
+def server(cluster: Any, hub_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {**LOOPBACK_ONLY, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"}
+    running = start_server(tmp_path_factory.mktemp("ray-nodes") / "home", env=env, args=["--ray", cluster.address])
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def endpoint(server: Server) -> Iterator[Callable[..., str]]:
+    client = server.client()
+    created: list[str] = []
+
+    def make(name: str, model: str, **spec: object) -> str:
+        client.create_endpoint({"name": name, "model": model, **spec})
+        created.append(name)
+        client.wait(name, timeout=300)
+        return f"{server.url}/endpoints/{name}"
+
+    yield make
+    for name in created:
+        client.delete_endpoint(name)
+
+
+def replicas(server: Server, name: str) -> list[dict[str, Any]]:
+    described: dict[str, Any] = server.client().get_endpoint(name)
+    return list(described["status"]["replicas"])
+
+
+def answers(url: str, count: int) -> list[dict[str, Any]]:
+    return [httpx.post(url, json={"inputs": "where"}, timeout=60).json() for _ in range(count)]
+
+
+def test_a_local_folder_is_shipped_once_into_the_nodes_model_cache(
+        server: Server, endpoint: Callable[..., str], tmp_path: Path) -> None:
+    source = write_model(tmp_path / "head-only", WHERE_LOADED)
+    url = endpoint("folder", str(source), replicas=2)
+    placed = replicas(server, "folder")
+    assert len({r["node"] for r in placed}) == 2
+    seen = answers(url, 6)
+    assert {a["pid"] for a in seen} == {r["pid"] for r in placed}
+    loaded_from = {Path(a["model_dir"]) for a in seen}
+    # Both replicas, on their two nodes, load the one copy of the content, from the model cache and not the source.
+    assert len(loaded_from) == 1
+    folder = loaded_from.pop()
+    assert folder.parent == server.home / "models" / "shipped"
+    assert (folder / "code" / "inference.py").read_text() == (source / "code" / "inference.py").read_text()
+
+
+def test_a_hub_id_in_the_servers_offline_cache_loads_on_a_node_by_its_id(
+        server: Server, endpoint: Callable[..., str]) -> None:
+    url = endpoint("hub", HUB_REPO)
+    [seen] = answers(url, 1)
+    snapshot = Path(seen["model_dir"])
+    assert snapshot.parts[-3:] == (f"models--{HUB_REPO.replace('/', '--')}", "snapshots", HUB_COMMIT)
+    assert snapshot.parents[3] == server.home / "models" / "shipped"
+
+
+def test_a_source_the_server_cannot_read_fails_the_endpoint_with_the_reason(
+        server: Server, tmp_path: Path) -> None:
+    client = server.client()
+    missing = tmp_path / "nowhere"
+    client.create_endpoint({"name": "missing", "model": str(missing)})
+    try:
+        with pytest.raises(Exception, match="could not be shipped") as failed:
+            client.wait("missing", timeout=120)
+        assert f"the local path '{missing}' does not exist" in str(failed.value)
+    finally:
+        client.delete_endpoint("missing")
