@@ -5,7 +5,9 @@ processes are not told of."""
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,23 @@ class EndpointHandler:
 
     def __call__(self, data):
         return {**self.model, "threads": torch.get_num_threads(), "pid": os.getpid()}
+'''
+# Dies while loading without telling the server why: only its log says.
+DIES_LOADING = '''
+import os
+import traceback
+
+
+def model_fn(model_dir):
+    try:
+        raise LookupError("shard 7 of the weights is missing on this node")
+    except LookupError:
+        traceback.print_exc()
+    os._exit(3)
+
+
+def predict_fn(data, model):
+    return data
 '''
 HUB_REPO = "hubserve-tests/where-loaded"
 HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -101,6 +120,15 @@ def replicas(server: Server, name: str) -> list[dict[str, Any]]:
     return list(described["status"]["replicas"])
 
 
+def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def answers(url: str, count: int) -> list[dict[str, Any]]:
     return [httpx.post(url, json={"inputs": "where"}, timeout=60).json() for _ in range(count)]
 
@@ -119,6 +147,12 @@ def test_a_local_folder_is_shipped_once_into_the_nodes_model_cache(
     folder = loaded_from.pop()
     assert folder.parent == server.home / "models" / "shipped"
     assert (folder / "code" / "inference.py").read_text() == (source / "code" / "inference.py").read_text()
+    # What the workers wrote while loading is in the endpoint's log, copied there by the server: each writes to a
+    # file of its own node's (one that no path names), never to the server's log.
+    for replica in placed:
+        assert os.readlink(f"/proc/{replica['pid']}/fd/1").endswith(" (deleted)")
+    loaded = f"loaded custom code (sagemaker) from {folder}"
+    assert eventually(lambda: server.client().logs("folder").count(loaded) == 2)
 
 
 def test_a_hub_id_in_the_servers_offline_cache_loads_on_a_node_by_its_id(
@@ -141,3 +175,19 @@ def test_a_source_the_server_cannot_read_fails_the_endpoint_with_the_reason(
         assert f"the local path '{missing}' does not exist" in str(failed.value)
     finally:
         client.delete_endpoint("missing")
+
+
+def test_a_remote_replicas_output_and_the_error_it_died_of_reach_the_endpoints_log(
+        server: Server, tmp_path: Path) -> None:
+    client = server.client()
+    client.create_endpoint({"name": "dies", "model": str(write_model(tmp_path / "dies", DIES_LOADING))})
+    try:
+        with pytest.raises(Exception, match="LookupError: shard 7 of the weights is missing on this node"):
+            client.wait("dies", timeout=120)
+        described = client.get_endpoint("dies")
+        assert described["status"]["message"].startswith("the worker process exited with code 3 while loading: ")
+        logs = client.logs("dies")  # GET /api/v1/endpoints/dies/logs
+        assert "Traceback (most recent call last):" in logs
+        assert "LookupError: shard 7 of the weights is missing on this node" in logs
+    finally:
+        client.delete_endpoint("dies")

@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import ray
 from ray.exceptions import RayError, RayTaskError
@@ -25,6 +27,11 @@ log = logging.getLogger("hubserve.serving")
 
 NAMESPACE = "hubserve"
 PR_SET_PDEATHSIG = 1
+# A replica's output reaches the endpoint's log within LOG_POLL_S of being written; an idle replica costs one call
+# to its actor every LOG_WAIT_S.
+LOG_POLL_S = 0.1
+LOG_WAIT_S = 5.0
+LOG_READ_BYTES = 1 << 20
 
 
 def actor_options(resources: ResourcesSpec | None) -> dict[str, Any]:
@@ -51,19 +58,31 @@ class ReplicaHost:
 
     def __init__(self) -> None:
         self._process: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
 
-    async def start(self, env: dict[str, str], log_path: str) -> tuple[int, str]:
-        """Start the worker with the replica's `env` over this node's; its pid and this node's id."""
-        # On the server's machine (or a shared filesystem) this is the endpoint's log; elsewhere the same path on
-        # this node.
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log_file:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hubserve.worker", env={**inherited_env(), **env},
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_actor,
-            )
+    async def start(self, env: dict[str, str]) -> tuple[int, str]:
+        """Start the worker with the replica's `env` over this node's; its pid and this node's id. Its output goes
+        to a file on this node that no path names (it goes with the actor), which the server copies into the
+        endpoint's log through `read_log`."""
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (open for the actor's life, as the worker writes)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hubserve.worker", env={**inherited_env(), **env},
+            stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_actor,
+        )
         return self._process.pid, ray.get_runtime_context().get_node_id()
+
+    async def read_log(self, offset: int, wait_s: float) -> tuple[bytes, bool]:
+        """The worker's output from byte `offset` on (up to LOG_READ_BYTES), as soon as there is some or after
+        `wait_s`; and whether the worker has ended, so that an empty answer then means all of it was read."""
+        assert self._process is not None and self._log is not None
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            ended = self._process.returncode is not None  # before the size: what it wrote before it ended counts
+            size = os.fstat(self._log.fileno()).st_size
+            if size > offset or ended or asyncio.get_running_loop().time() >= deadline:
+                return os.pread(self._log.fileno(), min(size - offset, LOG_READ_BYTES), offset), ended
+            await asyncio.sleep(LOG_POLL_S)
 
     async def receive(self, shipment: Shipment, models_dir: str, endpoint: str) -> str:
         """The folder of this node's model cache where the shipped model is (unpacked now unless it already was)."""
@@ -93,12 +112,14 @@ ReplicaHostActor = ray.remote(max_restarts=0)(ReplicaHost)
 class RayWorkerProcess:
     """A worker process under a `ReplicaHost` actor, as `Replica` watches any worker process. The actor's death (it
     was killed, or its node is gone) is the process's end; the actor is killed once the process ends, freeing what
-    Ray reserved for it."""
+    Ray reserved for it. The worker's output is copied into the endpoint's log at `log_path` as it comes, and all of
+    it by the time `wait` returns (for the error a worker that died while loading left there)."""
 
-    def __init__(self, host: Any, pid: int, node: str) -> None:
+    def __init__(self, host: Any, pid: int, node: str, log_path: Path) -> None:
         self.pid = pid
         self.node = node
         self._host = host
+        self._copying = asyncio.ensure_future(self._copy_log(log_path))
         self._ended = asyncio.ensure_future(self._watch(host.wait.remote()))
 
     async def _watch(self, waiting: Any) -> int | None:
@@ -109,7 +130,24 @@ class RayWorkerProcess:
             log.warning("the Ray actor of worker %d on node %s is gone: %s", self.pid, self.node, type(exc).__name__)
             return None
         finally:
+            await self._copying
             ray.kill(self._host, no_restart=True)
+
+    async def _copy_log(self, log_path: Path) -> None:
+        """Append the worker's output to the endpoint's log, whole lines at a time (the endpoint's other replicas
+        write there too), until the worker has ended and all it wrote is there, or its actor is gone."""
+        offset, partial = 0, b""
+        try:
+            while True:
+                data, ended = await self._host.read_log.remote(offset, LOG_WAIT_S)
+                offset += len(data)
+                lines, newline, partial = (partial + data).rpartition(b"\n")
+                _append(log_path, lines + newline)
+                if ended and not data:
+                    break
+        except RayError:
+            pass
+        _append(log_path, partial)
 
     async def wait(self) -> int | None:
         """Until the process ends; its exit code, or None when its actor or node died with it."""
@@ -119,6 +157,12 @@ class RayWorkerProcess:
         if self._ended.done():
             raise ProcessLookupError(self.pid)
         self._host.signal.remote(sig)
+
+
+def _append(log_path: Path, data: bytes) -> None:
+    if data:
+        with open(log_path, "ab") as handle:
+            handle.write(data)
 
 
 class RaySpawner:
@@ -152,13 +196,13 @@ class RaySpawner:
                 except RayError as exc:
                     raise OSError(f"its model could not be shipped to its Ray node: {ray_reason(exc)}") from exc
                 env = shipment.worker_env(env, folder)
-            pid, node = await host.start.remote(env, str(log_path))
+            pid, node = await host.start.remote(env)
         except BaseException as exc:
             ray.kill(host, no_restart=True)
             if isinstance(exc, RayError):
                 raise OSError(f"its Ray actor failed: {ray_reason(exc)}") from exc
             raise
-        return RayWorkerProcess(host, pid, node)
+        return RayWorkerProcess(host, pid, node, log_path)
 
     async def close(self) -> None:
         ray.shutdown()
