@@ -31,7 +31,7 @@ def model_fn(model_dir):
 
 
 def predict_fn(data, model):
-    return {**model, "threads": torch.get_num_threads(), "pid": os.getpid()}
+    return {**model, "threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}
 '''
 # The same, as an Inference Endpoints handler (at the repo's root, where a hand-made Hub cache can link it).
 WHERE_LOADED_HANDLER = '''
@@ -175,6 +175,19 @@ def test_a_source_the_server_cannot_read_fails_the_endpoint_with_the_reason(
         assert f"the local path '{missing}' does not exist" in str(failed.value)
     finally:
         client.delete_endpoint("missing")
+
+
+# On this machine's cores shared among the replicas, each would run 2 // replicas threads: 1 and 2.
+@pytest.mark.parametrize(("cpus", "replicas", "threads"), [(2.0, 2, 2), (0.5, 1, 1)])
+def test_a_replica_runs_as_many_threads_as_the_cpus_it_asked_for(
+        server: Server, endpoint: Callable[..., str], tmp_path: Path, cpus: float, replicas: int,
+        threads: int) -> None:
+    url = endpoint("threads", str(write_model(tmp_path / "model", WHERE_LOADED)), replicas=replicas,
+                   resources={"cpus": cpus})
+    seen = {a["pid"]: a for a in answers(url, 3 * replicas)}
+    assert len(seen) == replicas
+    # torch's threads at load (what ONNX Runtime and llama.cpp take) and on the model thread, and OpenMP's.
+    assert {(a["load_threads"], a["threads"], a["omp"]) for a in seen.values()} == {(threads, threads, str(threads))}
 
 
 def test_a_remote_replicas_output_and_the_error_it_died_of_reach_the_endpoints_log(

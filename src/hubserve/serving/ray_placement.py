@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import signal
 import sys
@@ -45,6 +46,12 @@ def actor_options(resources: ResourcesSpec | None) -> dict[str, Any]:
     if wanted.accelerator_type is not None:
         options["accelerator_type"] = wanted.accelerator_type
     return options
+
+
+def replica_threads(resources: ResourcesSpec | None) -> int:
+    """The threads a replica runs its model with: the CPUs it asked Ray for, as Ray sizes OMP_NUM_THREADS (at least
+    one; a fraction rounds down), not the cores of the node it shares with other replicas."""
+    return max(1, math.floor((resources or ResourcesSpec()).cpus))
 
 
 def _die_with_actor() -> None:
@@ -187,6 +194,9 @@ class RaySpawner:
             shipment = await self._shipper.ship(spec) if is_shipped(spec) else None
         except ShippingFailed as exc:  # as a local spawn fails: the replica fails with the reason
             raise OSError(str(exc)) from exc
+        # Ray gives the actor OMP_NUM_THREADS for its CPUs unless the node's env sets one: the worker's OpenMP and
+        # BLAS users get the replica's share either way (the spec's env may still say otherwise).
+        env = {"OMP_NUM_THREADS": str(self.threads(spec)), **env}
         # Ray types a handle's methods only where they are declared with @ray.method: this one's are plain.
         host: Any = ReplicaHostActor.options(**actor_options(spec.resources)).remote()
         try:
@@ -203,6 +213,9 @@ class RaySpawner:
                 raise OSError(f"its Ray actor failed: {ray_reason(exc)}") from exc
             raise
         return RayWorkerProcess(host, pid, node, log_path)
+
+    def threads(self, spec: EndpointSpec) -> int:
+        return replica_threads(spec.resources)
 
     async def close(self) -> None:
         ray.shutdown()
