@@ -1,12 +1,14 @@
 """What every Ray node gets from the server (`hubserve serve --ray`): the model when the node cannot fetch it itself,
-shipped through the object store into the node's model cache; its worker's output copied into the endpoint's log.
-A local cluster of a head that runs nothing and two nodes, with a real server whose Hugging Face cache the nodes'
-processes are not told of."""
+shipped through the object store into the node's model cache; its worker's output, copied into the endpoint's log;
+as many threads as the CPUs its replica asked for; and replicas added and removed by the autoscaler, spread over the
+nodes. A local cluster of a head that runs nothing and two nodes of two CPUs, with a real server whose Hugging Face
+cache the nodes' processes are not told of."""
 
 from __future__ import annotations
 
 import os
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import httpx
 import pytest
 
 from conftest import Server, start_server
+from custom_models import write_echo_model
 from ray_clusters import LOOPBACK_ONLY, local_cluster
 from sources_fixtures import build_hub_cache
 
@@ -204,3 +207,36 @@ def test_a_remote_replicas_output_and_the_error_it_died_of_reach_the_endpoints_l
         assert "LookupError: shard 7 of the weights is missing on this node" in logs
     finally:
         client.delete_endpoint("dies")
+
+
+def test_an_autoscaled_endpoint_grows_onto_a_second_node_under_load_and_shrinks_when_idle(
+        server: Server, endpoint: Callable[..., str], tmp_path: Path) -> None:
+    url = endpoint("elastic", str(write_echo_model(tmp_path / "echo")), autoscaling={
+        "min_replicas": 1, "max_replicas": 2, "target": 1, "scale_up_after_s": 0.5, "scale_down_after_s": 1.0})
+    assert len(replicas(server, "elastic")) == 1
+    done = threading.Event()
+    codes: list[int] = []
+
+    def keep_busy() -> None:  # until the second replica is ready: a fresh worker on a node takes seconds to load
+        with httpx.Client(timeout=60) as http:
+            while not done.is_set():
+                codes.append(http.post(url, json={"inputs": "sleep", "parameters": {"seconds": 0.3}}).status_code)
+
+    load = [threading.Thread(target=keep_busy) for _ in range(4)]
+    for thread in load:
+        thread.start()
+    try:
+        grown = eventually(lambda: [r["state"] for r in replicas(server, "elastic")] == ["ready", "ready"],
+                           timeout=180)
+        placed = replicas(server, "elastic")
+    finally:
+        done.set()
+        for thread in load:
+            thread.join()
+    assert grown and len({r["node"] for r in placed}) == 2
+    assert set(codes) == {200}
+    assert eventually(lambda: len(replicas(server, "elastic")) == 1, timeout=60)
+    described = server.client().get_endpoint("elastic")["status"]
+    assert (described["state"], described["target_replicas"]) == ("running", 1)
+    logs = server.client().logs("elastic")
+    assert "scaling up to 2 replica(s)" in logs and "scaling down to 1 replica(s)" in logs
