@@ -19,6 +19,7 @@ import pytest
 
 from conftest import Server, start_server
 from custom_models import write_echo_model
+from hubserve.serving.ray_shipping import content_key
 from ray_clusters import LOOPBACK_ONLY, local_cluster
 from sources_fixtures import build_hub_cache
 
@@ -178,6 +179,22 @@ def test_a_source_the_server_cannot_read_fails_the_endpoint_with_the_reason(
         assert f"the local path '{missing}' does not exist" in str(failed.value)
     finally:
         client.delete_endpoint("missing")
+
+
+def test_a_model_a_node_cannot_unpack_fails_the_endpoint_with_the_reason(server: Server, tmp_path: Path) -> None:
+    source = write_model(tmp_path / "model", WHERE_LOADED).resolve()
+    # A file where the node would unpack it: as a full disk or a read-only cache would, the unpacking fails.
+    blocked = server.home / "models" / "shipped" / content_key(source, None, None)
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("in the way")
+    client = server.client()
+    client.create_endpoint({"name": "blocked", "model": str(source)})
+    try:
+        with pytest.raises(Exception, match="its model could not be unpacked on its Ray node: NotADirectoryError"):
+            client.wait("blocked", timeout=120)
+    finally:
+        client.delete_endpoint("blocked")
+        blocked.unlink()
 
 
 # On this machine's cores shared among the replicas, each would run 2 // replicas threads: 1 and 2.

@@ -26,7 +26,7 @@ FILES = {"config.json": b'{"model_type": "bert"}', "model.safetensors": os.urand
 def ray_node() -> Iterator[None]:
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         yield
     finally:

@@ -144,7 +144,7 @@ class RayWorkerProcess:
         """Append the worker's output to the endpoint's log, whole lines at a time (the endpoint's other replicas
         write there too), until the worker has ended and all it wrote is there, or its actor is gone."""
         offset, partial = 0, b""
-        try:
+        with contextlib.suppress(RayError):  # the actor is gone, with what it had not passed on yet
             while True:
                 data, ended = await self._host.read_log.remote(offset, LOG_WAIT_S)
                 offset += len(data)
@@ -152,8 +152,6 @@ class RayWorkerProcess:
                 _append(log_path, lines + newline)
                 if ended and not data:
                     break
-        except RayError:
-            pass
         _append(log_path, partial)
 
     async def wait(self) -> int | None:
@@ -167,9 +165,14 @@ class RayWorkerProcess:
 
 
 def _append(log_path: Path, data: bytes) -> None:
-    if data:
+    """Add `data` to the log; a log that cannot take it (its disk is full) loses it, and the replica runs on."""
+    if not data:
+        return
+    try:
         with open(log_path, "ab") as handle:
             handle.write(data)
+    except OSError as exc:
+        log.warning("could not copy a Ray worker's output to %s: %s", log_path, exc)
 
 
 class RaySpawner:
@@ -204,7 +207,7 @@ class RaySpawner:
                 try:
                     folder = await host.receive.remote(shipment, str(self._models_dir), spec.name)
                 except RayError as exc:
-                    raise OSError(f"its model could not be shipped to its Ray node: {ray_reason(exc)}") from exc
+                    raise OSError(f"its model could not be unpacked on its Ray node: {ray_reason(exc)}") from exc
                 env = shipment.worker_env(env, folder)
             pid, node = await host.start.remote(env)
         except BaseException as exc:

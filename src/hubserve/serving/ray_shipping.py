@@ -86,7 +86,7 @@ class ModelShipper:
                     chunks = await asyncio.to_thread(pack, folder, hub_repo, spec.revision)
                     self._shipped[key] = Shipment(key, tuple(chunks), hub_repo)
         except Exception as exc:
-            raise ShippingFailed(f"its model could not be shipped to a Ray node: {exc}") from exc
+            raise ShippingFailed(f"its model could not be shipped to the Ray nodes: {exc}") from exc
         stale = self._keys.get((spec.model, spec.revision))
         self._keys[(spec.model, spec.revision)] = key
         if stale is not None and stale != key:  # nodes that still unpack it hold their own references
@@ -139,7 +139,9 @@ class _ChunkWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         self._buffer += data
         while len(self._buffer) >= CHUNK_BYTES:
-            self.chunks.append(ray.put(bytes(self._buffer[:CHUNK_BYTES])))
+            with memoryview(self._buffer) as view:  # one copy of the chunk, not a slice and then its bytes
+                chunk = bytes(view[:CHUNK_BYTES])
+            self.chunks.append(ray.put(chunk))
             del self._buffer[:CHUNK_BYTES]
         return len(data)
 
