@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hubserve.errors import BadRequest
-from hubserve.sources import ArchiveLimits, EndpointCache, ResolvedModel, resolve_source
+from hubserve.sources import ArchiveLimits, EndpointCache, ResolvedModel, resolve_source, source_location
 from hubserve.sources import gguf as gguf_sources
 from hubserve.sources import hub as hub_sources
 from hubserve.sources.cache import build_once, sha256_file
@@ -99,6 +99,18 @@ def test_local_folder_is_used_in_place(tmp_path: Path, monkeypatch: pytest.Monke
 def test_bad_sources_are_refused(tmp_path: Path, source: str, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
         resolve(source, tmp_path / "cache")
+
+
+def test_where_a_source_is_read_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "acme" / "local-model").mkdir(parents=True)
+    located = {source: source_location(source) for source in (
+        "s3://bucket/model.tar.gz", "HF://acme/model", "https://example.com/model.gguf", "file:///srv/model",
+        "ftp://example.com/model", "/srv/model", "model.tar.gz", "acme/local-model", "acme/model", "gpt2")}
+    assert located == {
+        "s3://bucket/model.tar.gz": "url", "HF://acme/model": "url", "https://example.com/model.gguf": "url",
+        "file:///srv/model": "local", "ftp://example.com/model": "local", "/srv/model": "local",
+        "model.tar.gz": "local", "acme/local-model": "local", "acme/model": "hub", "gpt2": "hub"}
 
 
 def test_folders_that_cannot_be_served(tmp_path: Path) -> None:

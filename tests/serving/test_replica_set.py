@@ -48,3 +48,59 @@ def test_restart_delays_grow_and_start_over_after_a_healthy_replica(tmp_path: Pa
     asyncio.run(main())
     assert delays == [RESTART_BACKOFF_S[0], RESTART_BACKOFF_S[1], RESTART_BACKOFF_S[2],
                       RESTART_BACKOFF_S[0], RESTART_BACKOFF_S[1]]
+
+
+class PlacedProcess:
+    """A worker process as `RaySpawner` hands it back once placed, that ends when the test is over."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.ended = asyncio.Event()
+
+    async def wait(self) -> int | None:
+        await self.ended.wait()
+        return 0
+
+    def send_signal(self, sig: int) -> None:
+        self.ended.set()
+
+
+class PlacingSpawner:
+    """Starts as Ray places: each start waits until its replica is placed, here when the test says."""
+
+    def __init__(self) -> None:
+        self.placements: list[asyncio.Future[PlacedProcess]] = []
+
+    async def start(self, spec: EndpointSpec, env: dict[str, str], log_path: Path) -> PlacedProcess:
+        placed: asyncio.Future[PlacedProcess] = asyncio.get_running_loop().create_future()
+        self.placements.append(placed)
+        return await placed
+
+    def threads(self, spec: EndpointSpec) -> int | None:
+        return None
+
+    async def close(self) -> None:
+        pass
+
+
+def test_replicas_wait_for_their_placements_side_by_side(tmp_path: Path) -> None:
+    spawner = PlacingSpawner()
+    context = ServingContext(hub=WorkerHub(), spawner=spawner, logs_dir=tmp_path, models_dir=tmp_path,
+                             drain_timeout_s=1, save=lambda spec, status: None)
+
+    async def main() -> None:
+        replica_set = ReplicaSet(EndpointSpec(name="e", model="m"), context, on_change=lambda: None)
+        scaling = asyncio.ensure_future(replica_set.scale(3, 0))
+        while len(spawner.placements) < 3:  # all three ask before any is placed
+            await asyncio.sleep(0)
+        processes = [PlacedProcess(pid) for pid in (101, 102)]
+        for placement, process in zip(spawner.placements[1:], processes, strict=True):
+            placement.set_result(process)  # the first one finds no room: the others start anyway
+        while sum(r.pid is not None for r in replica_set.replicas) < 2:
+            await asyncio.sleep(0)
+        assert [r.pid for r in replica_set.replicas] == [None, 101, 102] and not scaling.done()
+        for process in processes:
+            process.ended.set()
+        scaling.cancel()
+
+    asyncio.run(asyncio.wait_for(main(), 10))

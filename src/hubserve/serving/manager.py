@@ -56,7 +56,8 @@ class EndpointManager:
         if settings.ray_address:
             from hubserve.serving.ray_placement import RaySpawner  # ray is imported only by servers that use it
 
-            self.spawner = self.ray = RaySpawner(settings.ray_address)
+            self.spawner = self.ray = RaySpawner(settings.ray_address, settings.models_dir,
+                                                 settings.archive_limits)
         else:
             self.spawner = self.local_spawner = Spawner(settings.logs_dir / "zygote.log")
         self.context = ServingContext(

@@ -9,16 +9,21 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import math
+import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 
 from hubserve.serving.ray_relay import Relay
+from hubserve.serving.ray_shipping import ModelShipper, Shipment, ShippingFailed, is_shipped, unpack
 from hubserve.serving.spawner import WorkerProcess, inherited_env
+from hubserve.sources import ArchiveLimits
 from hubserve.spec import EndpointSpec, ResourcesSpec
 from hubserve.worker.config import CONFIG_ENV, WorkerConfig
 
@@ -26,6 +31,11 @@ log = logging.getLogger("hubserve.serving")
 
 NAMESPACE = "hubserve"
 PR_SET_PDEATHSIG = 1
+# A replica's output reaches the endpoint's log within LOG_POLL_S of being written; an idle replica costs one call
+# to its actor every LOG_WAIT_S.
+LOG_POLL_S = 0.1
+LOG_WAIT_S = 5.0
+LOG_READ_BYTES = 1 << 20
 
 
 def actor_options(resources: ResourcesSpec | None) -> dict[str, Any]:
@@ -41,6 +51,12 @@ def actor_options(resources: ResourcesSpec | None) -> dict[str, Any]:
     return options
 
 
+def replica_threads(resources: ResourcesSpec | None) -> int:
+    """The threads a replica runs its model with: the CPUs it asked Ray for, as Ray sizes OMP_NUM_THREADS (at least
+    one; a fraction rounds down), not the cores of the node it shares with other replicas."""
+    return max(1, math.floor((resources or ResourcesSpec()).cpus))
+
+
 def _die_with_actor() -> None:
     """In the worker, before it runs: die when the actor does (the actor killed, its node gone), so that a worker
     never outlives the resources Ray reserved for it."""
@@ -53,20 +69,36 @@ class ReplicaHost:
     def __init__(self) -> None:
         self._process: asyncio.subprocess.Process | None = None
         self._relay: Relay | None = None
+        self._log: IO[bytes] | None = None
 
-    async def start(self, env: dict[str, str], log_path: str) -> tuple[int, str]:
-        """Start the worker with the replica's `env` over this node's; its pid and this node's id."""
+    async def start(self, env: dict[str, str]) -> tuple[int, str]:
+        """Start the worker with the replica's `env` over this node's; its pid and this node's id. Its output goes
+        to a file on this node that no path names (it goes with the actor), which the server copies into the
+        endpoint's log through `read_log`."""
         env = await self._open_relay(env)
-        # On the server's machine (or a shared filesystem) this is the endpoint's log; elsewhere the same path on
-        # this node.
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log_file:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hubserve.worker", env={**inherited_env(), **env},
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_actor,
-            )
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (open for the actor's life, as the worker writes)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hubserve.worker", env={**inherited_env(), **env},
+            stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_actor,
+        )
         return self._process.pid, ray.get_runtime_context().get_node_id()
+
+    async def read_log(self, offset: int, wait_s: float) -> tuple[bytes, bool]:
+        """The worker's output from byte `offset` on (up to LOG_READ_BYTES), as soon as there is some or after
+        `wait_s`; and whether the worker has ended, so that an empty answer then means all of it was read."""
+        assert self._process is not None and self._log is not None
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            ended = self._process.returncode is not None  # before the size: what it wrote before it ended counts
+            size = os.fstat(self._log.fileno()).st_size
+            if size > offset or ended or asyncio.get_running_loop().time() >= deadline:
+                return os.pread(self._log.fileno(), min(size - offset, LOG_READ_BYTES), offset), ended
+            await asyncio.sleep(LOG_POLL_S)
+
+    async def receive(self, shipment: Shipment, models_dir: str, endpoint: str) -> str:
+        """The folder of this node's model cache where the shipped model is (unpacked now unless it already was)."""
+        return str(await asyncio.to_thread(unpack, shipment, Path(models_dir), endpoint))
 
     async def wait(self) -> int:
         assert self._process is not None
@@ -93,6 +125,13 @@ class ReplicaHost:
         await self._relay.add_server(host, port, secret)
 
 
+def ray_reason(exc: RayError) -> str:
+    """What went wrong in a Ray call, in a line: the exception an actor raised (not Ray's copy of its traceback),
+    or Ray's own error."""
+    cause = exc.cause if isinstance(exc, RayTaskError) else None
+    return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+
+
 # Ray restarts nothing: a replica that dies is replaced by its replica set, through a new actor on a live node.
 ReplicaHostActor = ray.remote(max_restarts=0)(ReplicaHost)
 
@@ -100,12 +139,14 @@ ReplicaHostActor = ray.remote(max_restarts=0)(ReplicaHost)
 class RayWorkerProcess:
     """A worker process under a `ReplicaHost` actor, as `Replica` watches any worker process. The actor's death (it
     was killed, or its node is gone) is the process's end; the actor is killed once the process ends, freeing what
-    Ray reserved for it."""
+    Ray reserved for it. The worker's output is copied into the endpoint's log at `log_path` as it comes, and all of
+    it by the time `wait` returns (for the error a worker that died while loading left there)."""
 
-    def __init__(self, host: Any, pid: int, node: str) -> None:
+    def __init__(self, host: Any, pid: int, node: str, log_path: Path) -> None:
         self.pid = pid
         self.node = node
         self._host = host
+        self._copying = asyncio.ensure_future(self._copy_log(log_path))
         self._ended = asyncio.ensure_future(self._watch(host.wait.remote()))
 
     async def _watch(self, waiting: Any) -> int | None:
@@ -116,7 +157,22 @@ class RayWorkerProcess:
             log.warning("the Ray actor of worker %d on node %s is gone: %s", self.pid, self.node, type(exc).__name__)
             return None
         finally:
+            await self._copying
             ray.kill(self._host, no_restart=True)
+
+    async def _copy_log(self, log_path: Path) -> None:
+        """Append the worker's output to the endpoint's log, whole lines at a time (the endpoint's other replicas
+        write there too), until the worker has ended and all it wrote is there, or its actor is gone."""
+        offset, partial = 0, b""
+        with contextlib.suppress(RayError):  # the actor is gone, with what it had not passed on yet
+            while True:
+                data, ended = await self._host.read_log.remote(offset, LOG_WAIT_S)
+                offset += len(data)
+                lines, newline, partial = (partial + data).rpartition(b"\n")
+                _append(log_path, lines + newline)
+                if ended and not data:
+                    break
+        _append(log_path, partial)
 
     async def wait(self) -> int | None:
         """Until the process ends; its exit code, or None when its actor or node died with it."""
@@ -133,12 +189,25 @@ def _replica_id(env: dict[str, str]) -> str:
     return WorkerConfig.model_validate_json(env[CONFIG_ENV]).replica_id
 
 
+def _append(log_path: Path, data: bytes) -> None:
+    """Add `data` to the log; a log that cannot take it (its disk is full) loses it, and the replica runs on."""
+    if not data:
+        return
+    try:
+        with open(log_path, "ab") as handle:
+            handle.write(data)
+    except OSError as exc:
+        log.warning("could not copy a Ray worker's output to %s: %s", log_path, exc)
+
+
 class RaySpawner:
     """Starts replicas as `ReplicaHost` actors on the Ray cluster at `address` (`auto`: the one this machine is
     part of). Actors belong to this server: Ray ends them, and so their workers, if the server goes away."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, models_dir: Path, archive_limits: ArchiveLimits) -> None:
         self._address = address
+        self._models_dir = models_dir
+        self._shipper = ModelShipper(models_dir, archive_limits)
 
     def connect(self) -> str:
         """Join the cluster; the address Ray knows this machine by (where other nodes can reach it)."""
@@ -148,17 +217,33 @@ class RaySpawner:
 
     async def start(self, spec: EndpointSpec, env: dict[str, str], log_path: Path) -> WorkerProcess:
         """A worker on the node Ray places it on; waits while no node has room for it (Ray's autoscaler may add
-        one)."""
+        one). A model the node cannot fetch itself is shipped to it first."""
+        try:
+            shipment = await self._shipper.ship(spec) if is_shipped(spec) else None
+        except ShippingFailed as exc:  # as a local spawn fails: the replica fails with the reason
+            raise OSError(str(exc)) from exc
+        # Ray gives the actor OMP_NUM_THREADS for its CPUs unless the node's env sets one: the worker's OpenMP and
+        # BLAS users get the replica's share either way (the spec's env may still say otherwise).
+        env = {"OMP_NUM_THREADS": str(self.threads(spec)), **env}
         # Ray types a handle's methods only where they are declared with @ray.method: this one's are plain.
         host: Any = ReplicaHostActor.options(**actor_options(spec.resources), name=_replica_id(env)).remote()
         try:
-            pid, node = await host.start.remote(env, str(log_path))
+            if shipment is not None:
+                try:
+                    folder = await host.receive.remote(shipment, str(self._models_dir), spec.name)
+                except RayError as exc:
+                    raise OSError(f"its model could not be unpacked on its Ray node: {ray_reason(exc)}") from exc
+                env = shipment.worker_env(env, folder)
+            pid, node = await host.start.remote(env)
         except BaseException as exc:
             ray.kill(host, no_restart=True)
-            if isinstance(exc, RayError):  # as a local spawn fails: the replica fails with the reason
-                raise OSError(f"its Ray actor failed: {exc}") from exc
+            if isinstance(exc, RayError):
+                raise OSError(f"its Ray actor failed: {ray_reason(exc)}") from exc
             raise
-        return RayWorkerProcess(host, pid, node)
+        return RayWorkerProcess(host, pid, node, log_path)
+
+    def threads(self, spec: EndpointSpec) -> int:
+        return replica_threads(spec.resources)
 
     async def close(self) -> None:
         ray.shutdown()

@@ -74,7 +74,8 @@ class Replica:
     async def start(self) -> None:
         config = WorkerConfig(replica_id=self.id, spec=self.spec, host=self._hub.advertised_host,
                               port=self._hub.port, secret=self.secret, models_dir=str(self._context.models_dir),
-                              archive_limits=self._context.archive_limits)
+                              archive_limits=self._context.archive_limits,
+                              threads=self._context.spawner.threads(self.spec))
         # The spawner lays this over the env of wherever the process runs (this server, or a Ray node).
         env = {**self.spec.env, CONFIG_ENV: config.model_dump_json(), "PYTHONUNBUFFERED": "1",
                "PYTHONFAULTHANDLER": "1"}

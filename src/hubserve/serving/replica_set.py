@@ -48,13 +48,17 @@ class ReplicaSet:
     async def start(self, count: int) -> None:
         await self.scale(count, 0)
 
-    async def _add(self) -> Replica:
+    def _new(self) -> Replica:
+        """A replica of the set, counted at once (before it starts): a scale that runs meanwhile sees it."""
         replica_id = f"{self.spec.name}-{uuid.uuid4().hex[:8]}"
         replica = Replica(replica_id, self.spec, self._context, self._replica_changed)
         self.replicas.append(replica)
-        await replica.start()
-        self.note(f"replica {replica_id} started (pid {replica.pid})")
         return replica
+
+    async def _launch(self, replica: Replica) -> None:
+        await replica.start()
+        if replica.pid is not None:  # (one whose process could not start has said why)
+            self.note(f"replica {replica.id} started (pid {replica.pid})")
 
     def _replica_changed(self, replica: Replica) -> None:
         if replica.state == ReplicaState.exited and not replica.stopping and not self._closed:
@@ -77,7 +81,7 @@ class ReplicaSet:
     async def _replace(self, delay: float) -> None:
         await asyncio.sleep(delay)
         if not self._closed:
-            await self._add()
+            await self._launch(self._new())
             self._on_change()
 
     async def wait_settled(self) -> None:
@@ -119,8 +123,10 @@ class ReplicaSet:
     async def scale(self, count: int, drain_timeout: float) -> None:
         """Start replicas up to `count`, or stop the surplus: those not serving first, then the least busy, each
         let finish its requests (up to `drain_timeout`)."""
-        while len(self.replicas) < count and not self._closed:
-            await self._add()
+        if len(self.replicas) < count and not self._closed:
+            # Side by side: on Ray each start waits until Ray places its replica, and one that no node has room for
+            # must not hold back the others.
+            await asyncio.gather(*(self._launch(self._new()) for _ in range(count - len(self.replicas))))
         if len(self.replicas) <= count:
             return
         keep = sorted(self.replicas, key=lambda r: (not r.ready, -r.in_flight))[:count]

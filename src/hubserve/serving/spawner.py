@@ -34,6 +34,11 @@ class ReplicaSpawner(Protocol):
 
     async def start(self, spec: EndpointSpec, env: dict[str, str], log_path: Path) -> WorkerProcess: ...
 
+    def threads(self, spec: EndpointSpec) -> int | None:
+        """The threads a replica of `spec` runs its model with where it is placed; None: as many as the machine's
+        cores shared among the endpoint's replicas (the worker counts them)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -52,6 +57,9 @@ class Spawner:
     def __init__(self, log_path: Path) -> None:
         self._log_path = log_path
         self._zygote: Zygote | None = None
+
+    def threads(self, spec: EndpointSpec) -> int | None:
+        return None  # replicas on this machine share its cores
 
     def start_zygote(self) -> None:
         """Keep a zygote running from now on, for `start` to fork from."""

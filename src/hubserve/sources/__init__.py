@@ -9,6 +9,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from hubserve.errors import BadRequest
@@ -17,7 +18,7 @@ from hubserve.sources.archives import ArchiveLimits
 from hubserve.sources.cache import sha256_file
 from hubserve.sources.endpoint_cache import EndpointCache
 
-__all__ = ["ArchiveLimits", "EndpointCache", "ResolvedModel", "resolve_source"]
+__all__ = ["ArchiveLimits", "EndpointCache", "ResolvedModel", "resolve_source", "source_location"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,21 +53,35 @@ def resolve_source(
 def _resolve(
     source: str, revision: str | None, token: str | None, cache: EndpointCache, limits: ArchiveLimits
 ) -> ResolvedModel:
+    location = source_location(source)
+    if location == "url":
+        return _resolve_remote(source, token, cache, limits)
+    if location == "hub":
+        return ResolvedModel(hub.download(source, revision=revision, token=token))
     match = SCHEME.match(source)
     scheme = match.group(1).lower() if match else None
     if scheme == "file":
         return _resolve_local(_file_url_path(source), cache, limits, source)
-    if scheme in remote.REMOTE_SCHEMES:
-        return _resolve_remote(source, token, cache, limits)
     if scheme:
         supported = ", ".join(f"{name}://" for name in ("file", *remote.REMOTE_SCHEMES))
         raise BadRequest(f"unsupported URL scheme '{scheme}://' in model source '{source}'; use {supported}")
     local = Path(source).expanduser()
-    if local.exists():
-        return _resolve_local(local, cache, limits, source)
-    if not HUB_ID.match(source) or _is_file_name(source):
+    if not local.exists():
         raise BadRequest(f"the local path '{source}' does not exist")
-    return ResolvedModel(hub.download(source, revision=revision, token=token))
+    return _resolve_local(local, cache, limits, source)
+
+
+def source_location(source: str) -> Literal["url", "hub", "local"]:
+    """Where `source` is read from, as `resolve_source` reads it: a URL that whoever loads the model downloads
+    (s3://, hf://, http(s)://), the Hub (an id that names no local path), or this machine (a path or a file:// URL;
+    also a source that resolving refuses, with its reason, wherever it runs)."""
+    source = source.strip()
+    match = SCHEME.match(source)
+    if match:
+        return "url" if match.group(1).lower() in remote.REMOTE_SCHEMES else "local"
+    if Path(source).expanduser().exists() or not HUB_ID.match(source) or _is_file_name(source):
+        return "local"
+    return "hub"
 
 
 def _file_url_path(url: str) -> Path:

@@ -17,9 +17,9 @@ from pathlib import Path
 from hubserve.sources.cache import build_once, folder_lock, temp_prefix
 
 IN_USE = "in-use"
-# The shared folders, by kind: unpacked archives, converted GGUF files, copies of remote folders and files, and
-# folders that link to a local GGUF file.
-SHARED_KINDS = ("archives", "gguf", "remote", "files", "linked")
+# The shared folders, by kind: unpacked archives, converted GGUF files, copies of remote folders and files,
+# folders that link to a local GGUF file, and models a server shipped to this Ray node (serving/ray_shipping.py).
+SHARED_KINDS = ("archives", "gguf", "remote", "files", "linked", "shipped")
 # Each endpoint's own folders: its downloads in progress, and the packages of its requirements.txt.
 OWN_KINDS = ("downloads", "packages")
 

@@ -18,3 +18,6 @@ class WorkerConfig(BaseModel):
     secret: str
     models_dir: str
     archive_limits: ArchiveLimits  # the server's: archives unpack in the worker
+    # torch's threads (which ONNX Runtime and llama.cpp follow) where the replica's placement gave it its own cores
+    # (on Ray, its resources' cpus); None: the machine's cores, shared among the endpoint's replicas.
+    threads: int | None = None

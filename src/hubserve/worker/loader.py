@@ -34,11 +34,12 @@ def resolve_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
-def use_replica_cores(replicas: int) -> None:
-    """Torch threads to match the cores this replica owns: the machine's, shared among the replicas."""
+def use_replica_cores(replicas: int, threads: int | None) -> None:
+    """Torch threads to match the cores this replica owns: `threads` where its placement said, else the machine's
+    shared among the replicas."""
     import torch
 
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // replicas))
+    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0)) // replicas))
 
 
 def hub_token(spec: EndpointSpec) -> str | None:
@@ -61,7 +62,7 @@ def load_task_model(spec: EndpointSpec, path: Path, options: LoadOptions,
 def load_handler(config: WorkerConfig) -> TaskModel | CustomCode:
     spec = config.spec
     models_dir = Path(config.models_dir)
-    use_replica_cores(spec.replicas)
+    use_replica_cores(spec.replicas, config.threads)
     resolved = resolve_source(spec.model, revision=spec.revision, token=hub_token(spec),
                               cache_dir=models_dir, endpoint=spec.name, limits=config.archive_limits)
     options = LoadOptions(device=resolve_device(spec.device), dtype=spec.dtype,
