@@ -31,8 +31,17 @@ def head_container() -> dict[str, Any]:
     return container
 
 
-def server_command() -> list[str]:
-    script = " ".join(head_container()["args"])
+def worker_groups() -> dict[str, dict[str, Any]]:
+    return {group["groupName"]: group for group in cluster()["spec"]["workerGroupSpecs"]}
+
+
+def api_container() -> dict[str, Any]:
+    container: dict[str, Any] = worker_groups()["api"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def server_command(container: dict[str, Any] | None = None) -> list[str]:
+    script = " ".join((container or head_container())["args"])
     return shlex.split(script.split("exec ", 1)[1])
 
 
@@ -56,6 +65,16 @@ def test_the_head_runs_ray_then_the_server_on_the_cluster() -> None:
     assert ports["hubserve"] == settings.port
 
 
+def test_the_api_group_runs_data_plane_servers_that_take_no_replica() -> None:
+    settings = server_settings(build_parser().parse_args(server_command(api_container())[1:]))
+    assert settings.data_plane and settings.ray_address == "auto" and settings.host == "0.0.0.0"
+    assert worker_groups()["api"]["rayStartParams"]["num-cpus"] == "0"
+    service = next(d for d in yaml.safe_load_all((DEPLOY / "raycluster.yaml").read_text())
+                   if d["kind"] == "Service" and d["metadata"]["name"] == "hubserve-api")
+    assert service["spec"]["selector"]["ray.io/group"] == "api"
+    assert service["spec"]["ports"][0]["targetPort"] == settings.port
+
+
 def test_every_hubserve_variable_is_a_setting() -> None:
     names = [e["name"] for e in head_container()["env"] if e["name"].startswith("HUBSERVE_")]
     assert names
@@ -65,7 +84,7 @@ def test_every_hubserve_variable_is_a_setting() -> None:
 
 def test_workers_run_the_same_image_so_replicas_find_hubserve() -> None:
     head_image = head_container()["image"]
-    for group in cluster()["spec"]["workerGroupSpecs"]:
+    for group in worker_groups().values():
         assert group["template"]["spec"]["containers"][0]["image"] == head_image
     assert cluster()["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
 
