@@ -229,7 +229,7 @@ class Replica:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             await self._cancel(request_id)
-            raise _timed_out(timeout) from None
+            raise timed_out(timeout) from None
         except asyncio.CancelledError:
             await self._cancel(request_id)
             raise
@@ -254,7 +254,7 @@ class Replica:
             raise _replica_lost() from exc
         except TimeoutError:
             await self._end_stream(request_id, cancel=True)
-            raise _timed_out(timeout) from None
+            raise timed_out(timeout) from None
         except BaseException:
             await self._end_stream(request_id, cancel=True)
             raise
@@ -330,5 +330,5 @@ def _replica_lost() -> ReplicaLost:
     return ReplicaLost("the replica's worker process died during the request; retry it", retry_after=1)
 
 
-def _timed_out(timeout: float) -> InvocationTimeout:
+def timed_out(timeout: float) -> InvocationTimeout:
     return InvocationTimeout(f"the model did not answer within the endpoint's timeout of {timeout:g} s")
