@@ -1,5 +1,5 @@
-"""How a job's records travel through Ray Data, without a cluster: the read task's blocks (from where the job stands,
-bounded, a read failure last), the rows back to records, results onto rows, and the runs of rows the runner takes (a
+"""How a job's records travel through Ray Data, without a cluster: the read task's records (from where the job stands, a
+read failure last), the rows back to records, results onto rows, and the runs of rows the runner takes (a
 failure's row failing the job after the rows before it); and how much one actor is handed at once."""
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ def test_a_read_task_reads_from_where_the_job_stands_in_blocks(tmp_path: Path) -
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"r0\n\nr1\r\nr2\nr3\n" + b"x" * 20 + b"\nr5")
     file = JobFile(position=3, url=str(source), name="in.jsonl", records_done=1)
-    blocks = list(read_file(file, "Line", 10, block_records=2))
-    assert [block.num_rows for block in blocks] == [2, 2, 1]
+    blocks = list(read_file(file, "Line", 10))
     records = [record for block in blocks for record in records_of(block)]
     assert records == [Record(1, 3, b"r1"), Record(2, 4, b"r2"), Record(3, 5, b"r3"), Record(4, 6, b"", 20),
                        Record(5, 7, b"r5")]
@@ -37,7 +36,7 @@ def test_a_read_task_reads_from_where_the_job_stands_in_blocks(tmp_path: Path) -
 
 def test_a_file_that_can_not_be_read_ends_its_task_with_the_reason(tmp_path: Path) -> None:
     file = JobFile(position=0, url=str(tmp_path / "gone.jsonl"), name="gone.jsonl")
-    (block,) = read_file(file, "Line", 10, block_records=2)
+    (block,) = read_file(file, "Line", 10)
     assert records_of(block) == [None]
     with pytest.raises(JobFailed, match="gone.jsonl"):
         list(answered_of(results_table(block, [None], keep_data=False), {0: file}))

@@ -28,15 +28,15 @@ from hubserve.serving.ray_placement import resource_options
 from hubserve.sources.endpoint_cache import release
 from hubserve.worker.config import WorkerConfig
 
-# A read task hands its records on in blocks of one actor's batch (see `records_per_replica`), or of at most this many
-# bytes: the job streams through the cluster in bounded memory whatever the size of a file, and each block is a task
-# for whichever actor is free (a file in one block would go to one actor whole).
+# A read task hands its records on in blocks of at most this many records, or bytes: the job streams through the
+# cluster in bounded memory whatever the size of a file.
+BLOCK_RECORDS = 1024
 BLOCK_BYTES = 16 << 20
 # Result blocks the iteration holds for the runner ahead of what it has taken.
 AHEAD = 2
 
 
-def read_file(file: JobFile, split_type: Any, limit: int, block_records: int) -> Iterator[pa.Table]:
+def read_file(file: JobFile, split_type: Any, limit: int) -> Iterator[pa.Table]:
     """A read task: the file's records from where the job stands, as jobs/records reads them on one machine."""
     records = []
     size = 0
@@ -44,7 +44,7 @@ def read_file(file: JobFile, split_type: Any, limit: int, block_records: int) ->
         for record in read_records(file.url, split_type, start=file.records_done, limit=limit):
             records.append(record)
             size += len(record.data)
-            if len(records) >= block_records or size >= BLOCK_BYTES:
+            if len(records) >= BLOCK_RECORDS or size >= BLOCK_BYTES:
                 yield records_table(file.position, records)
                 records, size = [], 0
     except (HubserveError, OSError) as exc:
@@ -60,19 +60,17 @@ class JobInput(Datasource):
     """The job's unpublished files, one read task each: Ray Data keeps their order, and each file's records stay
     in order within its task."""
 
-    def __init__(self, files: list[JobFile], spec: TransformJobSpec, block_records: int) -> None:
+    def __init__(self, files: list[JobFile], spec: TransformJobSpec) -> None:
         super().__init__()
         self._files = files
         self._spec = spec
-        self._block_records = block_records
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context: Any = None) -> list[ReadTask]:
-        return [ReadTask(functools.partial(read_file, file, self._spec.split_type, self._spec.max_payload_bytes,
-                                           self._block_records),
+        return [ReadTask(functools.partial(read_file, file, self._spec.split_type, self._spec.max_payload_bytes),
                          BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(file.url,)),
                          per_task_row_limit=per_task_row_limit)
                 for file in self._files]
@@ -119,10 +117,13 @@ class RayDataAnswers:
         await asyncio.to_thread(release, self._context.models_dir, self._endpoint.name)
 
     def _dataset(self, files: list[JobFile]) -> ray.data.Dataset:
-        # Reading takes no CPU from the actors' share: a job that asks for whole nodes still gets its input read.
-        batch_size = records_per_replica(self.spec, self._endpoint.engine.max_batch_size)
-        dataset = ray.data.read_datasource(JobInput(files, self.spec, batch_size), num_cpus=0)
+        # Ray Data splits each read task's blocks further (to at least `read_op_min_num_blocks` in all) and hands an
+        # actor bundles of about one batch: each a task for whichever actor is free, whose answers come back on their
+        # own. Reading takes no CPU from the actors' share: a job that asks for whole nodes still gets read.
+        dataset = ray.data.read_datasource(JobInput(files, self.spec), num_cpus=0)
         dataset.context.execution_options.preserve_order = True
+        dataset.context.target_max_block_size = BLOCK_BYTES  # else a read task's blocks are joined up to 128 MiB
+        dataset.context.enable_progress_bars = False  # the job's log tells its progress; the server's log stays quiet
         config = WorkerConfig(replica_id=f"{self._endpoint.name}-ray-data", spec=self._endpoint, host="", port=0,
                               secret="", models_dir=str(self._context.models_dir),
                               archive_limits=self._context.archive_limits)
@@ -130,7 +131,7 @@ class RayDataAnswers:
         return dataset.map_batches(
             ReplicaBatch,
             fn_constructor_kwargs={"config": config.model_dump_json(), "job": self.spec.model_dump_json()},
-            batch_size=batch_size, batch_format="pyarrow",
+            batch_size=records_per_replica(self.spec, self._endpoint.engine.max_batch_size), batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=self._endpoint.replicas), **options)
 
     def _iterate(self, dataset: ray.data.Dataset, loop: asyncio.AbstractEventLoop) -> None:

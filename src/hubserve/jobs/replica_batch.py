@@ -8,7 +8,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import uvloop
@@ -22,10 +22,11 @@ from hubserve.jobs.records import mini_batches
 from hubserve.jobs.spec import TransformJobSpec
 from hubserve.serving.replica import timed_out
 from hubserve.serving.spawner import SERVER_ENV_PREFIX
-from hubserve.worker.backends import check_backend
 from hubserve.worker.config import WorkerConfig
-from hubserve.worker.engine import Engine
 from hubserve.worker.torch_threads import on_passing_thread
+
+if TYPE_CHECKING:
+    from hubserve.worker.engine import Engine
 
 T = TypeVar("T")
 
@@ -65,6 +66,10 @@ class ReplicaBatch:
         return results_table(table, results, keep_data=self._filter.join)
 
     async def _load(self) -> Engine:
+        # Only in the actor: the server imports this module to name the class, and must not import torch.
+        from hubserve.worker.backends import check_backend
+        from hubserve.worker.engine import Engine
+
         engine = await on_passing_thread(Engine.load, self._config)
         if engine.model is not None:
             check_backend(engine.model.adapter)
