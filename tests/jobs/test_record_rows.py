@@ -23,7 +23,7 @@ def spec(**fields: object) -> TransformJobSpec:
                                             **fields})
 
 
-def test_a_read_task_reads_from_where_the_job_stands_in_blocks(tmp_path: Path) -> None:
+def test_a_read_task_reads_from_where_the_job_stands(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"r0\n\nr1\r\nr2\nr3\n" + b"x" * 20 + b"\nr5")
     file = JobFile(position=3, url=str(source), name="in.jsonl", records_done=1)
