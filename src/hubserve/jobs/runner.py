@@ -1,54 +1,38 @@
-"""One transform job at run time: its replicas, each input file's records through them in mini-batches (a window of
-them in flight), the answers staged and checkpointed in order, and each finished file published whole."""
+"""One transform job at run time: its records answered in input order (by replicas, or on Ray Data: see
+jobs/answers.py), the answers staged and checkpointed in order, and each finished file published whole."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from hubserve.errors import HubserveError, NoReadyReplica, NotFound, Overloaded, PayloadTooLarge, ReplicaLost
+from hubserve.errors import HubserveError
 from hubserve.invocation import RecordResult
+from hubserve.jobs.answers import AnswerSource, JobFailed
 from hubserve.jobs.filters import RecordFilter
 from hubserve.jobs.output import ANSWERS, ERRORS, JobLog, Staging, output_url
-from hubserve.jobs.records import Batch, mini_batches, read_records
+from hubserve.jobs.records import Batch, read_records
+from hubserve.jobs.replica_answers import ReplicaAnswers
 from hubserve.jobs.spec import JobProgress, JobState, TransformJob, TransformJobSpec
 from hubserve.jobs.store import JobFile, JobStore
 from hubserve.serving.async_objects import write_object
-from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.manager import EndpointManager
-from hubserve.sources.endpoint_cache import release
-from hubserve.spec import EndpointState, EndpointStatus
 
 log = logging.getLogger("hubserve.jobs")
 
-# How often the runner looks again at replicas that are not ready yet.
-READY_POLL_S = 0.5
 # A checkpoint (staged answers fsync'd, their count stored) at least this often, and whenever this much is pending:
 # what a crash can make the job run again, and what the runner holds in memory.
 CHECKPOINT_S = 0.5
 CHECKPOINT_BYTES = 8 << 20
-# Waits before sending again a mini-batch whose replica died under it; then the job fails.
-RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-# Records in flight per replica when the job leaves it to hubserve (max_concurrent_transforms 0): two of the
-# model's batches, so that the next is queued while one runs; and always two messages per replica at least.
-BATCHES_IN_FLIGHT = 2
-DEFAULT_BATCH_SIZE = 32
 # Records/s is measured over this last stretch of the run.
 RATE_WINDOW_S = 30.0
-
-
-class JobFailed(Exception):
-    """The job can not go on; `reason` names the file and line when one record is to blame."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -109,7 +93,7 @@ class JobRunner:
         self._log = job_log
         self._on_end = on_end
         self._filter = RecordFilter(job.spec.data_processing, job.spec.content_type, job.spec.accept)
-        self._transient: EndpointRuntime | None = None
+        self._source = self._answer_source()
         self._meter = RateMeter()
         self._halt = threading.Event()  # tells the threads reading input to give up
         # Staged writes and publishing: never cut in two by a stop.
@@ -122,8 +106,17 @@ class JobRunner:
     def progress(self) -> JobProgress:
         return progress_of(self.files, self._meter.rate())
 
+    def _answer_source(self) -> AnswerSource:
+        """On a Ray cluster a job with its own model runs on Ray Data; otherwise (and on a running endpoint) on
+        replicas."""
+        if self._manager.ray is not None and self.spec.model is not None:
+            from hubserve.jobs.ray_data import RayDataAnswers  # Ray Data (numpy, pyarrow) only on the Ray path
+
+            return RayDataAnswers(self.spec, self._manager.context, self._log)
+        return ReplicaAnswers(self.spec, self._manager, self._log)
+
     async def run(self) -> None:
-        """The job to its end, which is declared once its replicas are stopped and its staged writes are done."""
+        """The job to its end, which is declared once what answered it has let go and its staged writes are done."""
         counting = asyncio.ensure_future(asyncio.to_thread(self._count_records))
         end: tuple[JobState, str | None] | None = None
         try:
@@ -143,7 +136,7 @@ class JobRunner:
             counting.cancel()
             try:
                 await self._settled()
-                await self._stop_transient()
+                await self._source.close()
             finally:
                 if end is not None:
                     self._end(*end)
@@ -159,13 +152,27 @@ class JobRunner:
         done = sum(f.records_done for f in self.files)
         self._log.write(f"resumed at record {done}" if resumed else
                         f"started: {len(self.files)} input file(s) from {self.spec.input}")
-        runtime = await self._replicas()
-        self._log.write(f"replicas ready: {runtime.ready_count} of {runtime.spec.replicas} "
-                        f"({runtime.status.backend} backend)")
+        await self._source.start()
         self._meter.add(done)
-        for file in self.files:
-            if not file.published:
-                await self._run_file(file)
+        files = deque(f for f in self.files if not f.published)
+        if not files:
+            return
+        await self._begin(files[0])
+        pending = Pending()
+        async with contextlib.aclosing(self._source.answered(list(files))) as answered:
+            async for item in answered:
+                while item.file is not files[0]:  # the files before it are all answered
+                    await self._finish(files.popleft(), pending)
+                    pending = Pending()
+                    await self._begin(files[0])
+                self._take(item.file, item.batch, item.results, pending)
+                if pending.due():
+                    pending = await self._checkpoint(item.file, pending)
+        while files:
+            await self._finish(files.popleft(), pending)
+            pending = Pending()
+            if files:
+                await self._begin(files[0])
 
     def _end(self, state: JobState, reason: str | None = None) -> None:
         self.job.state = state
@@ -177,127 +184,14 @@ class JobRunner:
                         + (f": {reason}" if reason else ""))
         self._on_end(self.job)
 
-    # replicas
-    async def _replicas(self) -> EndpointRuntime:
-        """A runtime with a ready replica: the job's own (started on first call), or the named endpoint's."""
-        if self.spec.model is not None and self._transient is None:
-            spec = self.spec.endpoint_spec()
-            context = replace(self._manager.context, save=lambda _spec, _status: None)
-            self._transient = EndpointRuntime(spec, EndpointStatus(target_replicas=spec.replicas), context)
-            self._log.write(f"starting {spec.replicas} replica(s) of {spec.model}")
-            self._transient.deploy()
-        while True:
-            runtime = self._runtime()
-            if runtime.ready_count:
-                return runtime
-            if runtime.status.state == EndpointState.failed:
-                raise JobFailed(f"the model could not be loaded: {runtime.status.message}")
-            await asyncio.sleep(READY_POLL_S)
-
-    def _runtime(self) -> EndpointRuntime:
-        if self._transient is not None:
-            return self._transient
-        assert self.spec.endpoint is not None
-        try:
-            return self._manager.get(self.spec.endpoint)
-        except NotFound:
-            raise JobFailed(f"endpoint {self.spec.endpoint} was deleted while the job ran on it") from None
-
-    async def _stop_transient(self) -> None:
-        if self._transient is not None:
-            await self._transient.stop()
-            await asyncio.to_thread(release, self._manager.settings.models_dir, self._transient.spec.name)
-
-    def _window(self, runtime: EndpointRuntime) -> tuple[int, int]:
-        """(messages, records) the job keeps in flight: SageMaker's MaxConcurrentTransforms is requests per
-        instance; else enough records to keep each replica's batcher fed."""
-        replicas = max(1, runtime.ready_count)
-        if self.spec.max_concurrent_transforms:
-            return self.spec.max_concurrent_transforms * replicas, 0
-        batch_size = runtime.spec.engine.max_batch_size or DEFAULT_BATCH_SIZE
-        return BATCHES_IN_FLIGHT * replicas, BATCHES_IN_FLIGHT * batch_size * replicas
-
     # one input file
-    async def _run_file(self, file: JobFile) -> None:
+    async def _begin(self, file: JobFile) -> None:
         await asyncio.to_thread(self._staging.resume, file)
         self._log.write(f"file {file.name} started" + (f" at record {file.records_done}" if file.records_done else ""))
-        window: deque[tuple[Batch, asyncio.Task[list[RecordResult]]]] = deque()
-        try:
-            await self._stream(file, window)
-        finally:
-            for _, task in window:
-                task.cancel()
-        await self._settle(self._publish(file))
 
-    async def _stream(self, file: JobFile, window: deque[tuple[Batch, asyncio.Task[list[RecordResult]]]]) -> None:
-        """The file's records through the replicas, `window` of mini-batches in flight, answers taken in order."""
-        batches = self._batches(file)
-        pending = Pending()
-        exhausted = False
-        while True:
-            messages, records = self._window(await self._replicas())
-            while not exhausted and (len(window) < messages or sum(len(b.records) for b, _ in window) < records):
-                batch = await asyncio.to_thread(self._next, batches, file)
-                if batch is None:
-                    exhausted = True
-                else:
-                    window.append((batch, asyncio.ensure_future(self._results(batch))))
-            if not window:
-                break
-            batch, task = window[0]
-            results = await task
-            window.popleft()
-            self._take(file, batch, results, pending)
-            if pending.due():
-                pending = await self._checkpoint(file, pending)
+    async def _finish(self, file: JobFile, pending: Pending) -> None:
         await self._checkpoint(file, pending)
-
-    def _batches(self, file: JobFile) -> Iterator[Batch]:
-        records = read_records(file.url, self.spec.split_type, start=file.records_done,
-                               limit=self.spec.max_payload_bytes)
-        return mini_batches(records, self.spec.batch_strategy, self.spec.max_payload_bytes)
-
-    def _next(self, batches: Iterator[Batch], file: JobFile) -> Batch | None:
-        try:
-            return next(batches, None)
-        except HubserveError as exc:
-            raise JobFailed(f"{file.name}: {exc.message}") from exc
-        except OSError as exc:
-            raise JobFailed(f"could not read {file.url}: {type(exc).__name__}: {exc}") from exc
-
-    async def _results(self, batch: Batch) -> list[RecordResult]:
-        """Each record's answer or error: the input filter applied, the records it left sent in one message, the
-        message sent again when its replica died under it."""
-        if batch.error is not None:
-            return [RecordResult(ok=False, status=PayloadTooLarge.status, message=batch.error)]
-        results: list[RecordResult | None] = []
-        inputs: list[bytes] = []
-        for record in batch.records:
-            try:
-                inputs.append(self._filter.input(record.data))
-                results.append(None)
-            except HubserveError as exc:
-                results.append(RecordResult(ok=False, status=exc.status, message=exc.message))
-        answers = iter(await self._invoke(inputs) if inputs else [])
-        return [result if result is not None else next(answers) for result in results]
-
-    async def _invoke(self, inputs: list[bytes]) -> list[RecordResult]:
-        attempt = 0
-        while True:
-            runtime = await self._replicas()
-            try:
-                return await runtime.invoke_records(inputs, self.spec.content_type, self.spec.accept,
-                                                    self.spec.timeout_s)
-            except (NoReadyReplica, Overloaded):
-                await asyncio.sleep(READY_POLL_S)
-            except ReplicaLost as exc:
-                if attempt >= len(RETRY_DELAYS_S):
-                    raise JobFailed(f"replicas kept dying under the job: {exc.message}") from exc
-                self._log.write(f"{exc.message}; sending its records again in {RETRY_DELAYS_S[attempt]:g} s")
-                await asyncio.sleep(RETRY_DELAYS_S[attempt])
-                attempt += 1
-            except HubserveError as exc:  # the whole message failed: each of its records did
-                return [RecordResult(ok=False, status=exc.status, message=exc.message)] * len(inputs)
+        await self._settle(self._publish(file))
 
     def _take(self, file: JobFile, batch: Batch, results: list[RecordResult], pending: Pending) -> None:
         """The batch's answers, in order, into `pending`: each answer joined and filtered, each error the job's

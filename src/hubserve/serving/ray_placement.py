@@ -38,17 +38,23 @@ LOG_WAIT_S = 5.0
 LOG_READ_BYTES = 1 << 20
 
 
-def actor_options(resources: ResourcesSpec | None) -> dict[str, Any]:
-    """Ray's actor options for what a replica asks for (one CPU when the spec says nothing), spread over the nodes."""
+def resource_options(resources: ResourcesSpec | None) -> dict[str, Any]:
+    """Ray's options for what a replica (or a job's actor) asks for: one CPU when the spec says nothing."""
     wanted = resources or ResourcesSpec()
-    # Ray's default packs actors onto one node until it is half full: an endpoint's (or a job's) replicas would
-    # share a machine's memory bandwidth and die with it. Spread, as Ray Serve places its replicas.
-    options: dict[str, Any] = {"num_cpus": wanted.cpus, "num_gpus": wanted.gpus, "scheduling_strategy": "SPREAD"}
+    options: dict[str, Any] = {"num_cpus": wanted.cpus, "num_gpus": wanted.gpus}
     if wanted.memory is not None:
         options["memory"] = wanted.memory
     if wanted.accelerator_type is not None:
         options["accelerator_type"] = wanted.accelerator_type
     return options
+
+
+def actor_options(resources: ResourcesSpec | None) -> dict[str, Any]:
+    """A replica's actor options: what it asks for, spread over the nodes."""
+    # Ray's default packs actors onto one node until it is half full: an endpoint's (or a job's) replicas would
+    # share a machine's memory bandwidth and die with it. Spread, as Ray Serve places its replicas (and as Ray Data
+    # places its actor pools by default).
+    return {**resource_options(resources), "scheduling_strategy": "SPREAD"}
 
 
 def replica_threads(resources: ResourcesSpec | None) -> int:

@@ -230,7 +230,7 @@ class Replica:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             await self._cancel(request_id)
-            raise _timed_out(timeout) from None
+            raise timed_out(timeout) from None
         except asyncio.CancelledError:
             await self._cancel(request_id)
             raise
@@ -255,7 +255,7 @@ class Replica:
             raise _replica_lost() from exc
         except TimeoutError:
             await self._end_stream(request_id, cancel=True)
-            raise _timed_out(timeout) from None
+            raise timed_out(timeout) from None
         except BaseException:
             await self._end_stream(request_id, cancel=True)
             raise
@@ -331,5 +331,5 @@ def _replica_lost() -> ReplicaLost:
     return ReplicaLost("the replica's worker process died during the request; retry it", retry_after=1)
 
 
-def _timed_out(timeout: float) -> InvocationTimeout:
+def timed_out(timeout: float) -> InvocationTimeout:
     return InvocationTimeout(f"the model did not answer within the endpoint's timeout of {timeout:g} s")
