@@ -224,3 +224,54 @@ def test_a_job_on_an_endpoint_uses_its_replicas_not_ray_data(server: Server, tmp
     assert job["state"] == "Completed", log
     assert "Ray Data" not in log and "replicas ready: 1 of 1" in log
     assert {a["pid"] for a in answers(tmp_path / "out" / "in.jsonl.out")} == {pid}
+
+
+# Answers with where its model was loaded from and how many threads torch runs it with.
+WHERE_LOADED = '''
+def model_fn(model_dir):
+    return model_dir
+
+
+def predict_fn(data, model):
+    import torch
+
+    return {"id": data["inputs"], "model_dir": model, "threads": torch.get_num_threads()}
+'''
+
+
+def test_a_jobs_model_on_the_servers_disk_is_shipped_to_the_actors_nodes(
+        server: Server, tmp_path: Path) -> None:
+    model = code_model(tmp_path / "head-only", WHERE_LOADED)
+    write_input(tmp_path / "in.jsonl", list(range(40)))
+    client = server.client()
+    client.create_job({"name": "shipped", "model": str(model), "instance_count": 2, "resources": {"cpus": 2},
+                       "input": str(tmp_path / "in.jsonl"), "output": str(tmp_path / "out"),
+                       "batch_strategy": "SingleRecord"})
+    job = client.wait_job("shipped", timeout=120, poll=0.2)
+    assert job["state"] == "Completed", client.job_logs("shipped")
+    answered = answers(tmp_path / "out" / "in.jsonl.out")
+    assert [a["id"] for a in answered] == list(range(40))
+    # The actors load the copy the server shipped into their node's model cache, not the server's folder, and run
+    # torch with the CPUs the job asked for.
+    assert {Path(a["model_dir"]).parent for a in answered} == {server.home / "models" / "shipped"}
+    assert {a["threads"] for a in answered} == {2}
+
+
+def test_an_input_on_the_servers_disk_is_read_on_the_servers_node(cluster: Any) -> None:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from hubserve.jobs.ray_data import read_placement
+    from hubserve.jobs.store import JobFile
+
+    def file(url: str) -> JobFile:
+        return JobFile(position=0, url=url, name="in.jsonl")
+
+    assert read_placement([file("s3://bucket/in.jsonl"), file("https://example.com/in.jsonl")]) == {}
+    ray.init(address=cluster.address)
+    try:
+        placement = read_placement([file("file:///data/in.jsonl")])["scheduling_strategy"]
+        assert isinstance(placement, NodeAffinitySchedulingStrategy) and not placement.soft
+        assert placement.node_id == ray.get_runtime_context().get_node_id()
+    finally:
+        ray.shutdown()

@@ -9,11 +9,13 @@ import functools
 import threading
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import ray.data
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hubserve.errors import HubserveError
 from hubserve.jobs.answers import Answered, JobFailed, read_failure, records_per_replica
@@ -24,7 +26,8 @@ from hubserve.jobs.replica_batch import ReplicaBatch
 from hubserve.jobs.spec import TransformJobSpec
 from hubserve.jobs.store import JobFile
 from hubserve.serving.context import ServingContext
-from hubserve.serving.ray_placement import resource_options
+from hubserve.serving.ray_placement import RaySpawner, resource_options
+from hubserve.serving.ray_shipping import Shipment, ShippingFailed
 from hubserve.sources.endpoint_cache import release
 from hubserve.worker.config import WorkerConfig
 
@@ -56,6 +59,15 @@ def read_file(file: JobFile, split_type: Any, limit: int) -> Iterator[pa.Table]:
         yield records_table(file.position, records)
 
 
+def read_placement(files: list[JobFile]) -> dict[str, Any]:
+    """Where the read tasks run: an input on this server's disk is read on this server's node (the only one sure to
+    have it), a URL (s3://, https://) wherever Ray Data likes."""
+    if any(urlsplit(file.url).scheme in ("", "file") for file in files):
+        node = ray.get_runtime_context().get_node_id()
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)}
+    return {}
+
+
 class JobInput(Datasource):
     """The job's unpublished files, one read task each: Ray Data keeps their order, and each file's records stay
     in order within its task."""
@@ -85,8 +97,17 @@ class RayDataAnswers:
         self._halt = threading.Event()
         self._iterating: threading.Thread | None = None
         self._ahead: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(AHEAD)
+        self._shipment: Shipment | None = None
+        self._threads: int | None = None
 
     async def start(self) -> None:
+        spawner = self._context.spawner
+        assert isinstance(spawner, RaySpawner), "Ray Data runs a job on a server placing replicas on Ray"
+        try:
+            self._shipment = await spawner.shipment(self._endpoint)
+        except ShippingFailed as exc:
+            raise JobFailed(f"the model could not be loaded: {exc}") from exc
+        self._threads = spawner.threads(self._endpoint)
         resources = self._endpoint.resources
         self._log.write(f"runs on Ray Data: {self._endpoint.replicas} actor(s) of {self._endpoint.model}"
                         + (f", each with {resources.model_dump(exclude_none=True)}" if resources else ""))
@@ -120,17 +141,19 @@ class RayDataAnswers:
         # Ray Data splits each read task's blocks further (to at least `read_op_min_num_blocks` in all) and hands an
         # actor bundles of about one batch: each a task for whichever actor is free, whose answers come back on their
         # own. Reading takes no CPU from the actors' share: a job that asks for whole nodes still gets read.
-        dataset = ray.data.read_datasource(JobInput(files, self.spec), num_cpus=0)
+        dataset = ray.data.read_datasource(JobInput(files, self.spec), num_cpus=0,
+                                           ray_remote_args=read_placement(files))
         dataset.context.execution_options.preserve_order = True
         dataset.context.target_max_block_size = BLOCK_BYTES  # else a read task's blocks are joined up to 128 MiB
         dataset.context.enable_progress_bars = False  # the job's log tells its progress; the server's log stays quiet
         config = WorkerConfig(replica_id=f"{self._endpoint.name}-ray-data", spec=self._endpoint, host="", port=0,
                               secret="", models_dir=str(self._context.models_dir),
-                              archive_limits=self._context.archive_limits)
+                              archive_limits=self._context.archive_limits, threads=self._threads)
         options = resource_options(self._endpoint.resources)
         return dataset.map_batches(
             ReplicaBatch,
-            fn_constructor_kwargs={"config": config.model_dump_json(), "job": self.spec.model_dump_json()},
+            fn_constructor_kwargs={"config": config.model_dump_json(), "job": self.spec.model_dump_json(),
+                                   "shipment": self._shipment},
             batch_size=records_per_replica(self.spec, self._endpoint.engine.max_batch_size), batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=self._endpoint.replicas), **options)
 

@@ -8,6 +8,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
@@ -20,9 +21,10 @@ from hubserve.jobs.filters import RecordFilter
 from hubserve.jobs.record_rows import failure_table, records_of, results_table
 from hubserve.jobs.records import mini_batches
 from hubserve.jobs.spec import TransformJobSpec
+from hubserve.serving.ray_shipping import Shipment, unpack
 from hubserve.serving.replica import timed_out
 from hubserve.serving.spawner import SERVER_ENV_PREFIX
-from hubserve.worker.config import WorkerConfig
+from hubserve.worker.config import CONFIG_ENV, WorkerConfig
 from hubserve.worker.torch_threads import on_passing_thread
 
 if TYPE_CHECKING:
@@ -36,13 +38,9 @@ class ReplicaBatch:
     model that does not load answers every batch with the reason, as a failure's row: the job fails with it (an
     exception in here would reach the server as an ActorDiedError that has lost it)."""
 
-    def __init__(self, config: str, job: str) -> None:
-        self._config = WorkerConfig.model_validate_json(config)
+    def __init__(self, config: str, job: str, shipment: Shipment | None = None) -> None:
         self._job = TransformJobSpec.model_validate_json(job)
-        # As a replica's process env: this node's without the server's settings, then the job's own env.
-        for name in [n for n in os.environ if n.startswith(SERVER_ENV_PREFIX)]:
-            del os.environ[name]
-        os.environ.update(self._config.spec.env)
+        self._config = WorkerConfig.model_validate_json(config)
         self._filter = RecordFilter(self._job.data_processing, self._job.content_type, self._job.accept)
         # The engine lives on its own event loop (its batcher, its generation steps), as in a replica process.
         self._loop = uvloop.new_event_loop()
@@ -50,10 +48,24 @@ class ReplicaBatch:
         self._engine: Engine | None = None
         self._failure: str | None = None
         try:
+            env = self._receive(shipment) if shipment is not None else {}
+            # As a replica's process env: this node's without the server's settings, then the job's own env, then
+            # where a model shipped to this node is.
+            for name in [n for n in os.environ if n.startswith(SERVER_ENV_PREFIX)]:
+                del os.environ[name]
+            os.environ.update({**self._config.spec.env, **env})
             self._engine = self._on_loop(self._load())
         except Exception as exc:  # as a replica reports its failed load
             self._failure = load_failure(exc.message if isinstance(exc, HubserveError) else
                                          f"{type(exc).__name__}: {exc}")
+
+    def _receive(self, shipment: Shipment) -> dict[str, str]:
+        """Unpack the model the server shipped into this node's model cache (once per node), as a replica's actor
+        does, and load it from there: the env that says where it is."""
+        folder = unpack(shipment, Path(self._config.models_dir), self._config.spec.name)
+        env = shipment.worker_env({CONFIG_ENV: self._config.model_dump_json()}, str(folder))
+        self._config = WorkerConfig.model_validate_json(env.pop(CONFIG_ENV))
+        return env
 
     def __call__(self, table: pa.Table) -> pa.Table:
         if self._failure is not None:

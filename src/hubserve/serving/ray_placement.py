@@ -225,7 +225,7 @@ class RaySpawner:
         """A worker on the node Ray places it on; waits while no node has room for it (Ray's autoscaler may add
         one). A model the node cannot fetch itself is shipped to it first."""
         try:
-            shipment = await self._shipper.ship(spec) if is_shipped(spec) else None
+            shipment = await self.shipment(spec)
         except ShippingFailed as exc:  # as a local spawn fails: the replica fails with the reason
             raise OSError(str(exc)) from exc
         # Ray gives the actor OMP_NUM_THREADS for its CPUs unless the node's env sets one: the worker's OpenMP and
@@ -250,6 +250,11 @@ class RaySpawner:
 
     def threads(self, spec: EndpointSpec) -> int:
         return replica_threads(spec.resources)
+
+    async def shipment(self, spec: EndpointSpec) -> Shipment | None:
+        """What a node gets `spec`'s model from when it cannot fetch it itself (shipped once per content); None when
+        it can. ShippingFailed says why a model cannot be shipped."""
+        return await self._shipper.ship(spec) if is_shipped(spec) else None
 
     async def close(self) -> None:
         ray.shutdown()
