@@ -1,14 +1,16 @@
 """A GGUF endpoint served by llama.cpp on a real server (the real SmolLM2 Q4_1 file, engine.backend auto on the
-CPU): greedy answers equal llama.cpp's own generation token for token, alone and for concurrent requests of
-different lengths, streamed through TGI's route and OpenAI's; seeds, stop strings, JSON schemas; a client that goes
-away frees its sequence."""
+CPU): a lone request's greedy answer equals llama.cpp's own generation (with flash attention, as llama-server runs)
+token for token, streamed through TGI's route and OpenAI's, and concurrent requests end as asked; batch-invariant,
+concurrent requests of different lengths answer as llama.cpp alone does, token for token; seeds, stop strings, JSON
+schemas; a client that goes away frees its sequence; batch invariance asked of torch fails the endpoint."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ from conftest import Server
 from llama_reference import SMOLLM_GGUF, llama_greedy, llama_tokens, reference_llama
 
 NAME = "llama-smollm"
+INVARIANT = "llama-smollm-invariant"
 QUESTIONS = ["What is the capital of France?", "Why is the sky blue?", "Name three rivers in Africa.",
              "Write a haiku about the sea.", "Hi"]
 
@@ -32,6 +35,15 @@ def endpoint(server: Server) -> Iterator[str]:
     client.wait(NAME, timeout=900)
     yield f"{server.url}/endpoints/{NAME}"
     client.delete_endpoint(NAME)
+
+
+@pytest.fixture(scope="module")
+def invariant_endpoint(server: Server) -> Iterator[str]:
+    client = server.client()
+    client.create_endpoint({"name": INVARIANT, "model": str(SMOLLM_GGUF), "engine": {"batch_invariant": True}})
+    client.wait(INVARIANT, timeout=900)
+    yield f"{server.url}/endpoints/{INVARIANT}"
+    client.delete_endpoint(INVARIANT)
 
 
 def rendered(question: str) -> str:
@@ -64,18 +76,43 @@ def test_the_gguf_runs_on_llama_cpp(server: Server, endpoint: str) -> None:
     assert stats(server)["backend"] == "llamacpp"
 
 
-def test_tgi_streams_equal_llama_cpp_alone_and_together(endpoint: str) -> None:
+def streams_together(endpoint: str, prompts: list[str], lengths: list[int]) -> list[list[dict[str, Any]]]:
+    """Greedy TGI streams of every prompt at once (continuous batching: the rows join and leave one batch)."""
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        return list(pool.map(lambda args: stream(endpoint, args[0], max_new_tokens=args[1], do_sample=False),
+                             zip(prompts, lengths, strict=True)))
+
+
+def test_tgi_streams_equal_llama_cpp_alone_and_end_as_asked_together(endpoint: str) -> None:
+    lengths = [48, 17, 33, 64, 9]
+    prompts = [rendered(question) for question in QUESTIONS]
+    expected = llama_greedy(llama_tokens(prompts[0]), lengths[0], flash_attn=True)
+    alone = stream(endpoint, prompts[0], max_new_tokens=lengths[0], do_sample=False)
+    assert [event["token"]["id"] for event in alone] == expected
+    assert alone[-1]["generated_text"] == reference_text(expected)
+    for events, length in zip(streams_together(endpoint, prompts, lengths), lengths, strict=True):
+        tokens = [event["token"]["id"] for event in events]
+        assert events[-1]["details"]["finish_reason"] in ("length", "eos_token") and 0 < len(tokens) <= length
+        assert events[-1]["generated_text"] == reference_text(tokens)
+
+
+def test_batch_invariant_streams_equal_llama_cpp_alone_and_together(server: Server, invariant_endpoint: str) -> None:
+    assert server.client().get_endpoint(INVARIANT)["status"]["backend"] == "llamacpp"
     lengths = [48, 17, 33, 64, 9]
     prompts = [rendered(question) for question in QUESTIONS]
     expected = [llama_greedy(llama_tokens(prompt), length) for prompt, length in zip(prompts, lengths, strict=True)]
-    alone = stream(endpoint, prompts[0], max_new_tokens=lengths[0], do_sample=False)
+    alone = stream(invariant_endpoint, prompts[0], max_new_tokens=lengths[0], do_sample=False)
     assert [event["token"]["id"] for event in alone] == expected[0]
-    assert alone[-1]["generated_text"] == reference_text(expected[0])
-    with ThreadPoolExecutor(len(prompts)) as pool:  # continuous batching: the rows join and leave one batch
-        together = list(pool.map(lambda args: stream(endpoint, args[0], max_new_tokens=args[1], do_sample=False),
-                                 zip(prompts, lengths, strict=True)))
-    for events, tokens in zip(together, expected, strict=True):
+    for events, tokens in zip(streams_together(invariant_endpoint, prompts, lengths), expected, strict=True):
         assert [event["token"]["id"] for event in events] == tokens
+
+
+def test_batch_invariance_asked_of_torch_fails_the_endpoint(tiny_model: Callable[[str], Path],
+                                                             deploy_fails: Callable[..., str]) -> None:
+    message = deploy_fails("llama-invariant-torch", str(tiny_model("text-generation")), task="text-generation",
+                           engine={"batch_invariant": True})
+    assert "engine.batch_invariant applies to text generation on llama.cpp (a GGUF file on the CPU); this " \
+        "endpoint's task (text-generation) runs on torch" in message
 
 
 def test_openai_chat_streams_llama_cpps_answer(endpoint: str) -> None:
@@ -84,7 +121,7 @@ def test_openai_chat_streams_llama_cpps_answer(endpoint: str) -> None:
     chunks = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": question}],
                                             max_tokens=40, temperature=0, stream=True)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-    assert text == reference_text(llama_greedy(llama_tokens(rendered(question)), 40))
+    assert text == reference_text(llama_greedy(llama_tokens(rendered(question)), 40, flash_attn=True))
 
 
 def test_seeds_stop_strings_and_json_schemas(endpoint: str) -> None:
@@ -119,6 +156,6 @@ def test_a_client_that_goes_away_frees_its_sequence(server: Server, endpoint: st
     assert replica["in_flight"] == 0 and replica["generation"].get("running", 0) == 0
     assert replica["generation"]["cancelled"] == before + 1
     # The sequence it held serves the next request.
-    tokens = llama_greedy(llama_tokens(rendered(QUESTIONS[4])), 12)
+    tokens = llama_greedy(llama_tokens(rendered(QUESTIONS[4])), 12, flash_attn=True)
     assert [event["token"]["id"] for event in stream(endpoint, rendered(QUESTIONS[4]), max_new_tokens=12,
                                                       do_sample=False)] == tokens

@@ -1,7 +1,9 @@
-"""The llama.cpp backend on the real SmolLM2 Q4_1 GGUF: greedy answers equal llama.cpp's own generation token for
-token, alone and while requests of different lengths join and leave the batch (prompts sharing a prefix, a long
-prompt prefilled in chunks); sequences are freed when rows end or are cancelled; and the adapter's side: the backend
-choice and its fallback, the cache sized to the limits, seeds, stop strings, grammars."""
+"""The llama.cpp backend on the real SmolLM2 Q4_1 GGUF: a lone request's greedy answer equals llama.cpp's own
+generation token for token (with flash attention, as llama-server runs, by default; without it when batch-invariant);
+batch-invariant, so do requests of different lengths joining and leaving the batch (prompts sharing a prefix, a long
+prompt prefilled in chunks); by default, many rows at once (prompts prefilled packed together) finish as asked;
+sequences are freed when rows end or are cancelled; and the adapter's side: the backend choice and its fallback, the
+cache sized to the limits, seeds, stop strings, grammars."""
 
 from __future__ import annotations
 
@@ -19,16 +21,17 @@ import torch
 from transformers import AutoTokenizer
 
 from hubserve.errors import BadRequest
+from hubserve.worker.backends import check_backend
 from hubserve.worker.backends.session import BackendUnavailable
 from hubserve.worker.generation import GenerationEngine, SamplingParams
 from hubserve.worker.generation.gguf_pipeline import tokenizer_mismatch
-from hubserve.worker.generation.llamacpp import CacheShape, LlamaCppModel
+from hubserve.worker.generation.llamacpp import FORWARD_TOKENS, CacheShape, LlamaCppModel, Span
 from hubserve.worker.generation.sampling import RowSampling, choose
 from hubserve.worker.generation.scheduler import Outbox, Request, Scheduler
-from hubserve.worker.generation.types import GenerationLimits
+from hubserve.worker.generation.types import GenerationLimits, GenerationResult, TokenEvent
 from hubserve.worker.tasks import LoadOptions, adapter_class
 from hubserve.worker.tasks.text_generation import TextGenerationAdapter
-from llama_reference import SMOLLM_FILE, SMOLLM_FOLDER, SMOLLM_GGUF, llama_greedy, llama_tokens
+from llama_reference import REFERENCE_THREADS, SMOLLM_FILE, SMOLLM_FOLDER, SMOLLM_GGUF, llama_greedy, llama_tokens
 from tiny_models import TINY_GGUF_FILE
 
 torch.set_num_threads(1)
@@ -44,7 +47,15 @@ def chat(question: str) -> str:
 
 @pytest.fixture(scope="module")
 def llama() -> LlamaCppModel:
-    model = LlamaCppModel(SMOLLM_GGUF, threads=2)
+    """As an endpoint runs it by default: flash attention on, prompts prefilled together."""
+    model = LlamaCppModel(SMOLLM_GGUF, threads=REFERENCE_THREADS)
+    model.reshape(CacheShape(rows=16, row_tokens=1024))
+    return model
+
+
+@pytest.fixture(scope="module")
+def invariant() -> LlamaCppModel:
+    model = LlamaCppModel(SMOLLM_GGUF, threads=REFERENCE_THREADS, batch_invariant=True)
     model.reshape(CacheShape(rows=8, row_tokens=2048))
     return model
 
@@ -63,9 +74,9 @@ def smollm() -> Iterator[TextGenerationAdapter]:
 
 
 def free_sequences(model: LlamaCppModel) -> int:
-    assert model.context is not None
-    model.context.sequences.flush()
-    return len(model.context.sequences.free)
+    sequences = model._context().sequences  # (made here if no forward made it yet)
+    sequences.flush()
+    return len(sequences.free)
 
 
 def step_through(scheduler: Scheduler, arrivals: dict[int, list[Request]], total: int) -> int:
@@ -80,18 +91,24 @@ def step_through(scheduler: Scheduler, arrivals: dict[int, list[Request]], total
 # --- the model under the scheduler ---------------------------------------------------------------------------------
 
 
-def test_one_request_equals_llama_cpp(llama: LlamaCppModel, tokenizer: Any) -> None:
+@pytest.mark.parametrize("batch_invariant", [False, True])
+def test_one_request_equals_llama_cpp(request: pytest.FixtureRequest, tokenizer: Any, batch_invariant: bool) -> None:
+    """Alone, a request decodes as llama.cpp's own generation with the same attention: flash attention by default
+    (llama-server's), none when batch-invariant (`Llama(...)`'s default)."""
+    llama = request.getfixturevalue("invariant" if batch_invariant else "llama")
     engine = GenerationEngine(llama, tokenizer)
     try:
         prompt = llama_tokens(chat(QUESTIONS[1]))
         result = asyncio.run(engine.generate(prompt, SamplingParams(max_new_tokens=64)))
     finally:
         engine.stop()
-    assert result.token_ids == llama_greedy(prompt, 64)
+    assert result.token_ids == llama_greedy(prompt, 64, flash_attn=not batch_invariant)
     assert result.text == tokenizer.decode(result.token_ids, skip_special_tokens=True) and len(result.text) > 40
 
 
-def test_requests_joining_and_leaving_equal_llama_cpp(llama: LlamaCppModel, tokenizer: Any) -> None:
+def test_requests_joining_and_leaving_equal_llama_cpp(invariant: LlamaCppModel, tokenizer: Any) -> None:
+    """Batch-invariant: every row answers as it would alone, whatever joins and leaves beside it."""
+    llama = invariant
     left = 0
 
     def publish(outbox: Outbox, ended: int) -> None:
@@ -120,6 +137,75 @@ def test_requests_joining_and_leaving_equal_llama_cpp(llama: LlamaCppModel, toke
     assert counters["prefix_tokens_reused"] > 0 and counters["prefill_chunks"] == 1 and counters["max_batch_size"] >= 4
     scheduler.prefix = None  # the kept prefix's sequence goes too
     assert free_sequences(llama) == free
+
+
+def test_prompts_are_prefilled_packed_unless_batch_invariant(llama: LlamaCppModel, invariant: LlamaCppModel) -> None:
+    """By default prompts share forwards of FORWARD_TOKENS tokens (one split across two), in sequence order; batch-
+    invariant, each prompt goes alone in pieces from its start, as llama.cpp's own prefill."""
+    spans = [Span(range(300), 0, 300, seq=2, row=0), Span(range(700), 100, 700, seq=1, row=1),
+             Span(range(30), 0, 30, seq=3, row=2)]
+    packed = [[(span.seq, span.start, span.end) for span in forward] for forward in llama.forwards(spans)]
+    assert packed == [[(1, 100, 612)], [(1, 612, 700), (2, 0, 300), (3, 0, 30)]]
+    alone = [[(span.seq, span.start, span.end) for span in forward] for forward in invariant.forwards(spans)]
+    assert alone == [[(2, 0, 300)], [(1, 100, 512)], [(1, 512, 700)], [(3, 0, 30)]]
+    assert [sum(end - start for _, start, end in forward) for forward in packed] == [FORWARD_TOKENS, 418]
+
+
+def test_prompts_prefilled_together_give_each_its_own_logits(llama: LlamaCppModel) -> None:
+    """Prompts of different lengths prefilled in shared forwards (one longer than a forward): each row's logits are
+    its own prompt's, as prefilled alone (to flash attention's rounding: its kernels change with the rows)."""
+    prompts = [llama_tokens(chat(question)) for question in QUESTIONS]
+    prompts.insert(2, llama_tokens("The history of the river Nile. " * 110)[:600])
+    together = llama.prefill(prompts)[1].clone()
+    alone = torch.cat([llama.prefill([prompt])[1] for prompt in prompts])
+    assert together.argmax(dim=-1).tolist() == alone.argmax(dim=-1).tolist()
+    assert (together - alone).abs().max() < 0.05 * alone.abs().max()
+
+
+def test_many_rows_with_flash_attention_finish_as_asked(llama: LlamaCppModel, tokenizer: Any) -> None:
+    """Sixteen rows at once, as llama-server runs them: every one ends as asked (its length, its stop string, or
+    cancelled, its sequence freed), and a row's tokens, which may differ from its lone run's as llama-server's do,
+    mostly do not."""
+    results: dict[int, GenerationResult] = {}
+
+    def publish(outbox: Outbox, ended: int) -> None:
+        results.update((id(request), outcome.result) for request, outcome in outbox
+                       if isinstance(outcome, TokenEvent) and outcome.result is not None)
+
+    questions = [*QUESTIONS, "Tell me a story about a dragon.", "What is the boiling point of water?",
+                 "Write a haiku about the sea.", "Explain photosynthesis.", "Who wrote Hamlet?", "List three colours.",
+                 "What is 2 + 2?", "Describe a cat.", "Name a planet.", "What is rain?", "Why do birds sing?"]
+    prompts = [llama_tokens(chat(question)) for question in questions]
+    lengths = [12 + 2 * row for row in range(len(prompts))]
+    free = free_sequences(llama)
+    limits = GenerationLimits(max_batch_size=16, max_prefill_tokens=512, prefill_chunk_tokens=512)
+    scheduler = Scheduler(llama, tokenizer, limits, publish)
+
+    def request(prompt: list[int], **params: Any) -> Request:
+        return Request(prompt, SamplingParams(**params), llama.eos_ids, tokenizer, None)
+
+    rows = [request(prompt, max_new_tokens=length) for prompt, length in zip(prompts, lengths, strict=True)]
+    stopped = request(llama_tokens("The capital of France is"), max_new_tokens=40, stop=(".",))
+    cancelled = request(prompts[0], max_new_tokens=500, min_new_tokens=500)  # waits for a free row
+    scheduler.step([*rows, stopped, cancelled])
+    assert scheduler.counters["max_batch_size"] == 16 and scheduler.counters["prefix_tokens_reused"] > 0
+    steps = 0
+    while scheduler.busy and steps < 400:
+        cancelled.cancelled = bool(cancelled.token_ids)
+        scheduler.step()
+        steps += 1
+    scheduler.prefix = None  # the kept shared prefix's sequence goes too
+    assert not scheduler.busy and scheduler.counters["cancelled"] == 1 and free_sequences(llama) == free
+    assert cancelled.token_ids and id(cancelled) not in results
+    for row, length in zip(rows, lengths, strict=True):
+        result = results[id(row)]
+        assert result.finish_reason == "length" and len(result.token_ids) == length or (
+            result.finish_reason == "eos_token" and len(result.token_ids) < length)
+        assert result.text == tokenizer.decode(result.token_ids, skip_special_tokens=True)
+    assert results[id(stopped)].finish_reason == "stop_sequence" and results[id(stopped)].text.endswith(".")
+    alone = [llama_greedy(prompt, length, flash_attn=True) for prompt, length in zip(prompts, lengths, strict=True)]
+    same = sum(results[id(row)].token_ids == tokens for row, tokens in zip(rows, alone, strict=True))
+    assert same >= len(rows) * 3 // 4, f"{same} of {len(rows)} rows as alone"
 
 
 def test_greedy_rows_choose_in_numpy_as_torch_would(llama: LlamaCppModel) -> None:
@@ -191,7 +277,7 @@ def test_auto_serves_a_gguf_on_llama_cpp_with_the_files_tokenizer(smollm: TextGe
     answer = smollm.predict([{"role": "user", "content": QUESTIONS[0]}], greedy)
     prompt = llama_tokens(smollm.render_chat([{"role": "user", "content": QUESTIONS[0]}]))
     reply = answer[0]["generated_text"]
-    assert reply == smollm.pipe.tokenizer.decode(llama_greedy(prompt, 32), skip_special_tokens=True)
+    assert reply == smollm.pipe.tokenizer.decode(llama_greedy(prompt, 32, flash_attn=True), skip_special_tokens=True)
     with pytest.raises(BadRequest, match=r"llama\.cpp, which does not implement these parameters: \['num_beams'\]"):
         smollm.predict("Hello", {"num_beams": 2})
 
@@ -238,6 +324,14 @@ def test_backend_choice(tiny_model: Callable[[str], Path], monkeypatch: pytest.M
     assert on_llama.backend == "llamacpp" and on_torch.backend == "torch" and on_torch.backend_note is None
     greedy = {"max_new_tokens": 12, "do_sample": False}
     assert on_llama.predict("Hello world", greedy) == on_torch.predict("Hello world", greedy)  # float32 weights
+    invariant = adapter_class("text-generation")(gguf, LoadOptions(gguf_file=TINY_GGUF_FILE, batch_invariant=True))
+    check_backend(invariant)
+    assert invariant.llama.batch_invariant and not on_llama.llama.batch_invariant
+    on_torch_only = r"engine.batch_invariant applies to text generation on llama\.cpp \(a GGUF file on the CPU\); " \
+        r"this endpoint's task \(text-generation\) runs on torch"
+    with pytest.raises(BackendUnavailable, match=on_torch_only):
+        check_backend(adapter_class("text-generation")(gguf, LoadOptions(gguf_file=TINY_GGUF_FILE, backend="torch",
+                                                                         batch_invariant=True)))
     with pytest.raises(BackendUnavailable, match="engine.backend llamacpp serves a GGUF file"):
         adapter_class("text-generation")(tiny_model("text-generation"), LoadOptions(backend="llamacpp"))
     with pytest.raises(BackendUnavailable, match="serves the CPU; this endpoint's device is cuda"):

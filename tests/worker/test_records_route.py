@@ -32,7 +32,7 @@ from hubserve.serving.context import ServingContext
 from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.hub import WorkerHub
 from hubserve.serving.spawner import Spawner
-from hubserve.spec import EndpointSpec, EndpointState, EndpointStatus
+from hubserve.spec import EndpointSpec, EndpointState, EndpointStatus, EngineSpec
 from tiny_models import TINY_GGUF_FILE
 
 T = TypeVar("T")
@@ -176,8 +176,9 @@ def test_generation_on_torch_runs_records_as_one_continuous_batch(replicas: Repl
 
 
 def test_generation_on_llama_cpp_answers_as_alone(replicas: Replicas, tiny_model: Callable[[str], Path]) -> None:
+    # Batch-invariant: by default (flash attention on, as llama-server) a row's tokens may change beside others.
     runtime = replicas.endpoint("records-gguf", tiny_model("text-generation-gguf") / TINY_GGUF_FILE,
-                                task="text-generation")
+                                task="text-generation", engine=EngineSpec(batch_invariant=True))
     assert runtime.status.backend == "llamacpp"
     records = [inputs(text, **GREEDY) for text in SENTENCES] + [inputs("x", num_beams=2)]
     results = replicas.records(runtime, records)

@@ -98,8 +98,8 @@ def open_runtime(adapter: TaskAdapter, export: Export, unsupported: str | None =
 
 
 def check_backend(adapter: TaskAdapter) -> None:
-    """A BackendUnavailable when the endpoint named a backend (or a precision) that does not run its model: a task
-    with no such engine, say."""
+    """A BackendUnavailable when the endpoint named a backend (or a precision, or batch invariance) that does not run
+    its model: a task with no such engine, say."""
     options = adapter.options
     if options.backend not in ("auto", "torch") and adapter.backend != options.backend:
         where = f"the encoder tasks ({', '.join(sorted(ENCODER_TASKS))})" if options.backend in RUNTIMES else \
@@ -110,3 +110,6 @@ def check_backend(adapter: TaskAdapter) -> None:
         runtime = RUNTIMES[PRECISIONS[options.precision]].name
         raise BackendUnavailable(f"engine.precision {options.precision} applies to the encoder tasks on {runtime}; "
                                  f"this endpoint's task ({adapter.task}) runs on {adapter.backend}")
+    if options.batch_invariant and adapter.backend != "llamacpp":
+        raise BackendUnavailable(f"engine.batch_invariant applies to text generation on llama.cpp (a GGUF file on the "
+                                 f"CPU); this endpoint's task ({adapter.task}) runs on {adapter.backend}")

@@ -3,18 +3,26 @@ one sequence per row, driven through llama-cpp-python's low-level API. The sched
 (continuous batching, sampling, stop strings, grammars, streaming, cancellation): llama.cpp runs the forwards and
 hands back logits.
 
-Every row's logits are bit for bit those of llama.cpp running that request alone (`Llama(...)`'s defaults), whatever
-else is in the batch, because each computes as it would there:
-- each sequence has a KV cache of its own (llama.cpp's non-unified cache: one stream per sequence), emptied before
-  the next row takes it, so a row's tokens sit where a fresh context puts them;
-- flash attention is off: its kernels change with the batch (and a cache shared by all rows changes the order
-  attention adds up in). ggml's CPU kernel splits the cache across threads for a lone one-token row once it attends
-  to 512 cells or more (a row past 256 tokens), and not for a row decoded beside others; and it tiles a prompt piece
-  of many tokens, not a short one after a shared prefix. It also changes greedy answers against `Llama(...)`'s
-  default. It is faster (llama-server's default turns it on): measured, interleaved step by step on the busy 2-core
-  machine, 0.66-0.88x the time of a step without it (SmolLM2, bf16 and Q4_1, 1 and 16 rows);
-- each prompt is prefilled on its own, in the same pieces as llama.cpp's (512 tokens from its start): a matrix
-  product over one token runs other kernels than one over several.
+Each sequence has a KV cache of its own (llama.cpp's non-unified cache: one stream per sequence, as llama-server's
+slots with `--parallel`), emptied before the next row takes it, so a row's tokens sit where a fresh context puts them.
+One cache shared by all rows (`kv_unified`) has each row attend over every row's cells: measured, a step took
+1.27-1.50x as long without flash attention, 1.10-1.16x with it.
+
+By default the context runs as llama-server does: flash attention on, and the prompts admitted together prefilled
+in shared forwards of FORWARD_TOKENS tokens. A request decoded alone answers as llama.cpp's own generation with
+flash attention (`Llama(..., flash_attn=True)`) token for token; beside other rows its logits may change in their
+last bits, as on llama-server: flash attention's kernels change with the batch (ggml's CPU kernel splits the cache
+across threads for a lone one-token row once it attends to 512 cells or more, a row past 256 tokens, and not for a
+row decoded beside others; it tiles a prompt piece of many tokens, not a short one), so a greedy answer can part
+from its lone one at a near tie. Measured, interleaved step by step (SmolLM2-135M, 2 threads, a shared 2-core
+machine at load 2.6-5): a step with flash attention takes 0.92x the time of one without for 1 row (bf16 and Q4_1),
+0.73x (bf16) and 0.82x (Q4_1) for 16 rows.
+
+Batch-invariant (`engine.batch_invariant`), every row's logits are bit for bit those of llama.cpp running that
+request alone (`Llama(...)`'s defaults), whatever else is in the batch, because each computes as it would there:
+flash attention is off, and each prompt is prefilled on its own, in the same pieces as llama.cpp's (FORWARD_TOKENS
+from its start): a matrix product over one token runs other kernels than one over several.
+
 A decode step's rows are handed to llama.cpp in the order of their sequence ids, and rows take the lowest free ids:
 llama.cpp decodes a run of consecutive sequences in one pass, and one pass more for each gap.
 
@@ -31,7 +39,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +119,24 @@ class LlamaPrefix:
     owner: Sequences = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Span:
+    """Tokens `start:end` of `prompt` to decode into sequence `seq` (which holds those before `start`); `row`: the
+    batch row that takes the logits of the prompt's last token (None: no logits)."""
+
+    prompt: Sequence[int]
+    start: int
+    end: int
+    seq: int
+    row: int | None = None
+
+    def pieces(self) -> list[Span]:
+        """This span in the pieces llama.cpp's own generation decodes a prompt in: FORWARD_TOKENS tokens from the
+        prompt's start."""
+        ends = [*range((self.start // FORWARD_TOKENS + 1) * FORWARD_TOKENS, self.end, FORWARD_TOKENS), self.end]
+        return [replace(self, start=start, end=end) for start, end in zip([self.start, *ends[:-1]], ends, strict=True)]
+
+
 class LlamaBatch:
     """Rows decoded together: row i is sequence `seqs[i]`, holding `positions[i]` tokens. `token_ids` as the torch
     batch keeps them (left-padded with -1, the token each row feeds next last), for the penalties. Its sequences go
@@ -169,13 +195,14 @@ class LlamaCppModel:
     # small ops do not each wake a second OpenMP thread on the cores llama.cpp's forwards run on.
     torch_threads = 1
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, batch_invariant: bool = False) -> None:
         llama_cpp.llama_backend_init()
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's chatter on stderr
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
         self.name = path.name
         self.threads = threads
+        self.batch_invariant = batch_invariant
         self.weights = Weights(llama_cpp.llama_model_load_from_file(str(path).encode(), params))
         if not self.weights.model:
             raise LlamaCppError(f"llama.cpp could not load {path.name}")
@@ -238,16 +265,37 @@ class LlamaCppModel:
                            left_padded([torch.tensor([list(prompt)]) for prompt in prompts],
                                        max(len(prompt) for prompt in prompts), PAD), sequences)
         self._batches.add(batch)
-        logits = np.empty((len(prompts), self.vocab_size), dtype=np.float32)
+        spans = []
         for row, (prompt, seq) in enumerate(zip(prompts, seqs, strict=True)):
             start = 0 if prefix is None else len(prefix.token_ids)
             if prefix is not None and not adopt:
-                if prefix_splits_alike(start, len(prompt)):
+                if not self.batch_invariant or prefix_splits_alike(start, len(prompt)):
                     llama_cpp.llama_memory_seq_cp(sequences.memory, prefix.seqs[0], seq, -1, -1)
                 else:
                     start = 0
-            logits[row] = context.prefill(prompt, start, seq, output=True)
+            spans.append(Span(prompt, start, len(prompt), seq, row))
+        logits = np.empty((len(prompts), self.vocab_size), dtype=np.float32)
+        context.prefill(self.forwards(spans), logits)
         return batch, torch.from_numpy(logits)
+
+    def forwards(self, spans: list[Span]) -> list[list[Span]]:
+        """The forwards that prefill `spans`: batch-invariant, each prompt on its own in llama.cpp's own pieces (see
+        the module docstring); otherwise all of them packed FORWARD_TOKENS tokens at a time, as llama-server does."""
+        if self.batch_invariant:
+            return [[piece] for span in spans for piece in span.pieces()]
+        forwards: list[list[Span]] = [[]]
+        room = FORWARD_TOKENS
+        for span in sorted(spans, key=lambda span: span.seq):  # consecutive sequences: fewer passes (see above)
+            start = span.start
+            while start < span.end:
+                if room == 0:
+                    forwards.append([])
+                    room = FORWARD_TOKENS
+                end = min(span.end, start + room)
+                forwards[-1].append(replace(span, start=start, end=end))
+                room -= end - start
+                start = end
+        return forwards
 
     def decode(self, batch: LlamaBatch) -> torch.Tensor:
         logits = self._context().decode(batch.token_ids[:, -1].numpy().astype(np.int32), batch.positions,
@@ -265,7 +313,7 @@ class LlamaCppModel:
             seqs, done = sequences.take(1), ()
         prefix = LlamaPrefix((*(after.token_ids if after is not None else ()), *token_ids), seqs, sequences)
         weakref.finalize(prefix, sequences.release, seqs)
-        context.prefill(prefix.token_ids, len(done), seqs[0], output=False)
+        context.prefill(self.forwards([Span(prefix.token_ids, len(done), len(prefix.token_ids), seqs[0])]))
         return prefix
 
     def _context(self) -> Context:
@@ -281,7 +329,7 @@ class LlamaCppModel:
 
 
 class Context:
-    """One llama_context in a shape, and its forwards (a prompt's pieces, a step's rows) through one `llama_batch`
+    """One llama_context in a shape, and its forwards (prompts' pieces, a step's rows) through one `llama_batch`
     whose arrays are numpy's (filled without a Python loop)."""
 
     def __init__(self, model: LlamaCppModel, shape: CacheShape) -> None:
@@ -292,7 +340,8 @@ class Context:
         params.n_seq_max = sequences
         params.n_threads = params.n_threads_batch = model.threads
         params.kv_unified = False
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED if model.batch_invariant
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED)
         params.no_perf = True
         self.context = llama_cpp.llama_init_from_model(model.model, params)
         if not self.context:
@@ -322,25 +371,27 @@ class Context:
             logits=self.output.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
         )
 
-    def prefill(self, prompt: Sequence[int], start: int, seq: int, output: bool) -> np.ndarray | None:
-        """Decode `prompt[start:]` into sequence `seq` (which holds `prompt[:start]`), a piece of FORWARD_TOKENS
-        from the prompt's start at a time; the last token's logits (a view of llama.cpp's buffer, valid until the
-        next forward) when `output`."""
+    def prefill(self, forwards: list[list[Span]], logits: np.ndarray | None = None) -> None:
+        """Decode each forward's spans into their sequences (each holding its prompt up to the span's start); the
+        logits of a prompt's last token go to its span's row of `logits`."""
         self.sequences.flush()
-        logits = None
-        ends = [*range((start // FORWARD_TOKENS + 1) * FORWARD_TOKENS, len(prompt), FORWARD_TOKENS), len(prompt)]
-        for end in ends:
-            count = end - start
-            self.token[:count] = prompt[start:end]
-            self.pos[:count] = np.arange(start, end, dtype=np.int32)
-            self.seq[:count] = seq
-            self.output[:count] = 0
-            self.output[count - 1] = output and end == len(prompt)
+        for spans in forwards:
+            count = 0
+            outputs = []
+            for span in spans:
+                end = count + span.end - span.start
+                self.token[count:end] = span.prompt[span.start:span.end]
+                self.pos[count:end] = np.arange(span.start, span.end, dtype=np.int32)
+                self.seq[count:end] = span.seq
+                self.output[count:end] = 0
+                if span.row is not None and span.end == len(span.prompt):
+                    self.output[end - 1] = 1
+                    outputs.append(span.row)
+                count = end
             self._decode(count)
-            start = end
-        if output:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.context), shape=(self.vocab_size,))
-        return logits
+            if outputs and logits is not None:
+                logits[outputs] = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.context),
+                                                        shape=(len(outputs), self.vocab_size))
 
     def decode(self, tokens: np.ndarray, positions: np.ndarray, seqs: np.ndarray) -> torch.Tensor:
         """Decode one token for each row (sequence `seqs[i]`, at `positions[i]`): every row's logits, in order (a

@@ -22,6 +22,7 @@ class LoadOptions:
     backend: str = "auto"  # EngineSpec.backend: auto, torch, onnx, openvino, llamacpp
     precision: str = "auto"  # EngineSpec.precision: auto, int8, bf16
     goal: str = "latency"  # EngineSpec.goal: latency, throughput
+    batch_invariant: bool = False  # EngineSpec.batch_invariant (llama.cpp generation)
     exports_dir: str | None = None  # where exported models (ONNX, OpenVINO) are cached by content hash
 
 

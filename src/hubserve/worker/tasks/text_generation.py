@@ -473,7 +473,8 @@ def open_llamacpp(model_dir: Path, options: LoadOptions,
         from hubserve.worker.generation.gguf_pipeline import tokenizer_mismatch, weightless_pipeline
         from hubserve.worker.generation.llamacpp import LlamaCppModel
 
-        model = LlamaCppModel(model_dir / options.gguf_file, threads=torch.get_num_threads())
+        model = LlamaCppModel(model_dir / options.gguf_file, threads=torch.get_num_threads(),
+                              batch_invariant=options.batch_invariant)
         pipe = weightless_pipeline(model_dir, options, pipeline_class, model.eos_ids)
         mismatch = tokenizer_mismatch(pipe.tokenizer, model.tokenize)
         if mismatch is not None:
