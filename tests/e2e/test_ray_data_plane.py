@@ -1,6 +1,7 @@
 """More API servers for the data plane (`hubserve serve --ray ADDRESS --data-plane`): on a local Ray cluster, an owner
 server and a data-plane server. The owner's endpoints answer through both, from the same replicas, on every front
-door and with the owner's tokens; the data-plane server refuses what changes state, naming the owner."""
+door and with the owner's tokens; the data-plane server refuses what changes state, naming the owner. Its load
+scales the owner's endpoints, from zero too, until it stops reporting."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,11 +21,15 @@ import pytest
 
 from conftest import ADMIN_TOKEN, Server, start_server
 from custom_models import write_echo_model
+from hubserve.serving.ray_registry import LOAD_TTL_S
 from ray_clusters import LOOPBACK_ONLY, add_node, local_cluster, ray_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Two replicas share a node's CPU: the tests' endpoints fit on the two nodes together.
 HALF_A_CPU = {"resources": {"cpus": 0.5}}
+# Autoscaling that acts within a test's time: up once more than one request per replica lasts half a second.
+QUICK = {"target": 1, "scale_up_after_s": 0.5, "scale_down_after_s": 600}
+AT_ZERO = "scaledToZero"
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +68,11 @@ def endpoint(owner: Server, data_plane: Server) -> Iterator[Callable[..., str]]:
     """`endpoint(name, model, **spec)`: an endpoint created on the owner, once the data-plane server serves it."""
     created: list[str] = []
 
-    def make(name: str, model: Path, **spec: object) -> str:
+    def make(name: str, model: Path, shown: tuple[str, ...] = ("running",), **spec: object) -> str:
         owner.client().create_endpoint({"name": name, "model": str(model), **HALF_A_CPU, **spec})
         created.append(name)
         owner.client().wait(name, timeout=300)
-        served_on_data_plane(data_plane, name)
+        served_on_data_plane(data_plane, name, shown)
         return name
 
     yield make
@@ -74,12 +80,13 @@ def endpoint(owner: Server, data_plane: Server) -> Iterator[Callable[..., str]]:
         owner.client().delete_endpoint(name)
 
 
-def served_on_data_plane(data_plane: Server, name: str, timeout: float = 60) -> dict[str, Any]:
-    """The endpoint as the data-plane server shows it, once it shows it running."""
+def served_on_data_plane(data_plane: Server, name: str, states: tuple[str, ...] = ("running",),
+                         timeout: float = 60) -> dict[str, Any]:
+    """The endpoint as the data-plane server shows it, once it shows it in one of `states`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         response = httpx.get(f"{data_plane.url}/api/v1/endpoints/{name}", headers=ADMIN, timeout=10)
-        if response.status_code == 200 and response.json()["status"]["state"] == "running":
+        if response.status_code == 200 and response.json()["status"]["state"] in states:
             described: dict[str, Any] = response.json()
             return described
         time.sleep(0.2)
@@ -193,6 +200,88 @@ def test_control_routes_are_refused_on_the_data_plane_server_naming_the_owner(
 def in_flight_on(server: Server, name: str) -> int:
     stats = httpx.get(f"{server.url}/api/v1/endpoints/{name}/stats", headers=ADMIN, timeout=10).json()
     return sum(int(r["in_flight"]) for r in stats["replicas"])
+
+
+def owner_status_until(owner: Server, name: str, reached: Callable[[dict[str, Any]], bool],
+                       timeout: float = 120) -> dict[str, Any]:
+    """The endpoint's status on the owner, once `reached` says so."""
+    deadline = time.monotonic() + timeout
+    while not reached(status := owner.client().get_endpoint(name)["status"]):
+        assert time.monotonic() < deadline, f"endpoint {name} did not get there: {status}"
+        time.sleep(0.1)
+    return status
+
+
+def test_load_through_the_data_plane_server_alone_scales_an_endpoint_up(
+        owner: Server, data_plane: Server, endpoint: Callable[..., str], tmp_path: Path) -> None:
+    name = endpoint("busy", write_echo_model(tmp_path / "echo"),
+                    autoscaling={"min_replicas": 1, "max_replicas": 2, **QUICK})
+    scaled = threading.Event()
+
+    def keep_busy() -> list[int]:
+        statuses = []
+        while not scaled.is_set():
+            statuses.append(httpx.post(f"{data_plane.url}/endpoints/{name}/invocations", timeout=60,
+                                       json={"inputs": "sleep", "parameters": {"seconds": 0.5}}).status_code)
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:  # three at once on one replica, over the target of one
+        callers = [pool.submit(keep_busy) for _ in range(3)]
+        try:
+            owner_status_until(owner, name, lambda status: status["target_replicas"] == 2)
+        finally:
+            scaled.set()
+        assert all(set(caller.result()) == {200} for caller in callers)
+    owner_status_until(owner, name, lambda status: status["ready_replicas"] == 2)
+    assert "scaling up to 2 replica(s)" in owner.client().logs(name)
+    deadline = time.monotonic() + 60
+    while {invoke(data_plane, name, "pid").json()["pid"] for _ in range(8)} != replica_pids(owner, name):
+        assert time.monotonic() < deadline, "the new replica does not answer on the data-plane server"
+        time.sleep(0.2)
+
+
+def test_an_endpoint_at_zero_is_woken_by_requests_held_on_the_data_plane_server(
+        owner: Server, data_plane: Server, endpoint: Callable[..., str], tmp_path: Path) -> None:
+    name = endpoint("sleepy", write_echo_model(tmp_path / "echo"), shown=("running", AT_ZERO),
+                    autoscaling={"min_replicas": 0, "max_replicas": 1, "scale_to_zero_after_s": 2, **QUICK})
+    served_on_data_plane(data_plane, name, (AT_ZERO,))
+    no_wait = invoke(data_plane, name, "pid", headers={"X-Scale-Up-Timeout": "0"})
+    assert no_wait.status_code == 503 and "has no ready replica yet" in no_wait.json()["error"]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: invoke(data_plane, name, "pid"), range(4)))
+    assert [a.status_code for a in answers] == [200] * 4
+    pids = {a.json()["pid"] for a in answers}
+    assert len(pids) == 1
+    assert "request(s) waiting at zero replicas on other servers of the cluster: starting 1 replica(s)" \
+        in owner.client().logs(name)
+    # A request in flight on the data-plane server keeps the replica up past the idle time before zero.
+    slow = httpx.post(f"{data_plane.url}/endpoints/{name}/invocations", timeout=60,
+                      json={"inputs": "sleep", "parameters": {"seconds": 3}})
+    assert slow.status_code == 200
+    assert invoke(data_plane, name, "pid").json()["pid"] in pids
+
+
+def test_the_load_of_a_data_plane_server_that_died_expires(
+        cluster: Any, owner: Server, endpoint: Callable[..., str], tmp_path: Path) -> None:
+    name = endpoint("orphaned", write_echo_model(tmp_path / "echo"), shown=("running", AT_ZERO),
+                    autoscaling={"min_replicas": 0, "max_replicas": 1, "scale_to_zero_after_s": 1, **QUICK})
+    doomed = start_server(tmp_path / "doomed", env=LOOPBACK_ONLY, args=["--ray", cluster.address, "--data-plane"])
+    try:
+        served_on_data_plane(doomed, name, ("running", AT_ZERO))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(httpx.post, f"{doomed.url}/endpoints/{name}/invocations", timeout=60,
+                        json={"inputs": "sleep", "parameters": {"seconds": 4}})
+            deadline = time.monotonic() + 120
+            while in_flight_on(doomed, name) < 1:  # woken from zero (if it was there) by its load
+                assert time.monotonic() < deadline, "the request did not get to a replica"
+                time.sleep(0.1)
+            doomed.process.kill()
+            killed = time.monotonic()
+        # Its last report (one request in flight) stands until it expires; then the endpoint idles down to zero.
+        owner_status_until(owner, name, lambda status: status["state"] == AT_ZERO)
+        assert time.monotonic() - killed >= LOAD_TTL_S - 1
+    finally:
+        doomed.stop()
 
 
 def test_a_dead_nodes_requests_on_the_data_plane_server_get_503_and_the_others_go_on(

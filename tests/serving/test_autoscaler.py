@@ -66,8 +66,17 @@ def test_scales_to_zero_after_idling_when_min_is_zero() -> None:
     assert decision.reason == "scaled to zero after 300 s without requests; the next request starts a replica"
     # A request in flight keeps it up, however long since one came.
     assert rule.decide(spec, Sample(replicas=1, ready=1, load=1, idle_s=1000), now=2) is None
-    # At zero, the next request (not the rule) starts a replica.
-    assert rule.decide(spec, Sample(replicas=0, ready=0, load=3, idle_s=0), now=3) is None
+    # At zero, nothing is decided until a request comes (on this server, it wakes the endpoint itself).
+    assert rule.decide(spec, Sample(replicas=0, ready=0, load=0, idle_s=5000), now=3) is None
+
+
+def test_load_seen_at_zero_starts_the_minimum_at_once() -> None:
+    # Requests held on data-plane servers, which cannot start replicas: the owner's rule starts them.
+    spec = SPEC.model_copy(update={"min_replicas": 0})
+    decision = ScalingRule().decide(spec, Sample(replicas=0, ready=0, load=3, idle_s=0), now=0)
+    assert decision is not None and decision.replicas == 1
+    assert decision.reason == "3 request(s) waiting at zero replicas on other servers of the cluster: starting 1 " \
+                              "replica(s)"
 
 
 class FakeEndpoint:

@@ -70,12 +70,14 @@ def data_plane(settings: ServerSettings, store: Store, tokens: TokenRegistry) ->
 
 
 def publish(manager: EndpointManager, tokens: TokenRegistry, settings: ServerSettings) -> Publisher:
-    """On Ray: publish the endpoints and the tokens' digests for data-plane servers, now and after each change."""
+    """On Ray: publish the endpoints and the tokens' digests for data-plane servers, now and after each change, and
+    count the data-plane servers' load in the endpoints' autoscaling."""
     from hubserve.serving.ray_registry import Publisher, owner_url, snapshot_of
 
     url = owner_url(settings.host, settings.port)
     publisher = Publisher(lambda: snapshot_of(url, tokens.admin_digest, tokens.list(), manager.list()))
     manager.on_change = tokens.on_change = publisher.changed
+    manager.context.remote_load = publisher.remote_load
     publisher.start()
     return publisher
 

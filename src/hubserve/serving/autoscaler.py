@@ -36,8 +36,8 @@ class Decision:
 class ScalingRule:
     """Decides from successive samples: up when the load per ready replica stays over the target for
     `scale_up_after_s` (to as many replicas as the load asks, within max), down by one each `scale_down_after_s`
-    that fewer replicas would carry the load (never below max(min, 1)), and to zero (with `min_replicas` 0) after
-    `scale_to_zero_after_s` without a request."""
+    that fewer replicas would carry the load (never below max(min, 1)), to zero (with `min_replicas` 0) after
+    `scale_to_zero_after_s` without a request, and up from zero at once when load is seen there."""
 
     def __init__(self) -> None:
         self._high_since: float | None = None
@@ -45,9 +45,15 @@ class ScalingRule:
 
     def decide(self, spec: AutoscalingSpec, sample: Sample, now: float) -> Decision | None:
         current = sample.replicas
-        if current == 0:  # at zero, the next request starts a replica: nothing to decide until then
+        if current == 0:
+            # A request here wakes the endpoint itself; load seen at zero waits on another server (data-plane
+            # servers on Ray), which cannot start replicas.
             self._high_since = self._low_since = None
-            return None
+            if not sample.load:
+                return None
+            count = max(spec.min_replicas, 1)
+            return Decision(count, f"{sample.load} request(s) waiting at zero replicas on other servers of the "
+                                   f"cluster: starting {count} replica(s)")
         if spec.min_replicas == 0 and sample.load == 0 and sample.idle_s >= spec.scale_to_zero_after_s:
             self._high_since = self._low_since = None
             return Decision(0, f"scaled to zero after {spec.scale_to_zero_after_s:g} s without requests; "

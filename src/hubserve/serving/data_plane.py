@@ -1,6 +1,7 @@
 """A data-plane server (`hubserve serve --ray ADDRESS --data-plane`): the endpoints its owner server publishes in the
 cluster's registry, each one the same EndpointRuntime as on the owner, with the owner's replicas reached through
-their actors' relays. It starts no replica and keeps no state of its own: managing endpoints is the owner's."""
+their actors' relays. It starts no replica and keeps no state of its own: managing endpoints is the owner's, and so
+is scaling them, for which this server reports its load to the registry."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from typing import Any, NoReturn
 import ray
 from ray.exceptions import RayError
 
-from hubserve.errors import DataPlaneOnly, NoReadyReplica
+from hubserve.errors import DataPlaneOnly
 from hubserve.security import TokenRegistry
 from hubserve.serving.context import ServingContext
-from hubserve.serving.endpoint import RETRY_AFTER_S, EndpointRuntime
+from hubserve.serving.endpoint import EndpointRuntime
 from hubserve.serving.manager import EndpointManager, hub_addresses
 from hubserve.serving.ray_placement import NAMESPACE
-from hubserve.serving.ray_registry import POLL_TIMEOUT_S, Snapshot, registry
+from hubserve.serving.ray_registry import POLL_TIMEOUT_S, REGISTRY_RETRY_S, LoadReporter, Snapshot, registry
 from hubserve.serving.replica import Replica, ReplicaState
 from hubserve.serving.replica_set import ReplicaSet
 from hubserve.settings import ServerSettings
@@ -26,9 +27,6 @@ from hubserve.spec import Endpoint, EndpointSpec, EndpointState, EndpointStatus,
 from hubserve.store import Store
 
 log = logging.getLogger("hubserve.serving")
-
-# How long to wait before asking a registry that did not answer (Ray restarting it) again.
-REGISTRY_RETRY_S = 1.0
 
 
 def _spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
@@ -85,11 +83,15 @@ class AttachedReplicas(ReplicaSet):
 
 class PublishedEndpoint(EndpointRuntime):
     """An endpoint as its owner published it: the owner's spec and status, served through the same data path as on
-    the owner. Scaling it, from zero too, is the owner's."""
+    the owner, holding requests while a replica starts as the owner does. Scaling it, from zero too, is the owner's:
+    `on_request` tells this server's load reporter of each request taken."""
 
-    def __init__(self, published: Endpoint, context: ServingContext, owner_url: str) -> None:
+    def __init__(self, published: Endpoint, context: ServingContext, owner_url: str,
+                 on_request: Callable[[], None]) -> None:
         super().__init__(published.spec, published.status, context)
         self.owner_url = owner_url
+        self.requests = 0  # taken so far: the owner counts a request that came and went as activity
+        self._on_request = on_request
         self.attached = AttachedReplicas(published.spec, context, self._refresh)
         self.active = self.attached
         self.follow(published, owner_url)
@@ -108,8 +110,17 @@ class PublishedEndpoint(EndpointRuntime):
             self._held.changed()
 
     def _wake(self) -> None:
-        raise NoReadyReplica(f"endpoint {self.spec.name} is scaled to zero; its owner server at {self.owner_url} "
-                             "starts a replica when a request comes to it", retry_after=RETRY_AFTER_S)
+        """The request is held here, and so reported as load: the owner starts the replicas it waits for."""
+
+    def _take_request(self) -> None:
+        super()._take_request()
+        self.requests += 1
+        self._on_request()
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """The requests in flight here and held here, and those taken so far."""
+        return self.in_flight + self.held, self.requests
 
 
 def _saved_by_the_owner(_spec: EndpointSpec, _status: EndpointStatus) -> None:
@@ -128,12 +139,14 @@ class DataPlaneManager(EndpointManager):
         self.context.save = _saved_by_the_owner
         self._following: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        self.reporter = LoadReporter(self._loads)
 
     async def start(self) -> None:
         assert self.ray is not None
         self.hub.host, self.hub.advertised_host = hub_addresses(self.settings, self.ray.connect())
         await self.hub.start()
         self._following = asyncio.ensure_future(self._follow())
+        self.reporter.start()
 
     async def _follow(self) -> None:
         actor, version = registry(), 0
@@ -160,11 +173,17 @@ class DataPlaneManager(EndpointManager):
             if isinstance(runtime, PublishedEndpoint):
                 runtime.follow(endpoint, snapshot.owner_url)
             else:
-                self._endpoints[name] = PublishedEndpoint(endpoint, self.context, snapshot.owner_url)
+                self._endpoints[name] = PublishedEndpoint(endpoint, self.context, snapshot.owner_url,
+                                                          self.reporter.changed)
+
+    def _loads(self) -> dict[str, tuple[int, int]]:
+        return {name: runtime.load for name, runtime in self._endpoints.items()
+                if isinstance(runtime, PublishedEndpoint)}
 
     async def shutdown(self) -> None:
         if self._following is not None:
             self._following.cancel()
+        await self.reporter.close()
         await super().shutdown()
 
     def require_owner(self) -> NoReturn:

@@ -248,17 +248,22 @@ class EndpointRuntime:
             self._autoscaler = None
 
     def sample(self) -> Sample | None:
-        """The load now, for the autoscaler; None while the replicas are changing anyway."""
+        """The load now, here and on the cluster's data-plane servers, for the autoscaler; None while the replicas
+        are changing anyway."""
         active = self.active
-        busy = any(work is not None and not work.done() for work in (self._work, self._scaling))
+        # At zero, the replicas still stopping do not hold back a wake, as they do not hold back a request's here.
+        busy = self.status.target_replicas > 0 and \
+            any(work is not None and not work.done() for work in (self._work, self._scaling))
         if active is None or busy or self.paused or self._staged is not None \
                 or self.status.state == EndpointState.failed:
             return None
         ready = [r for r in active.replicas if r.ready]
-        load = sum(r.in_flight for r in ready) + self.held
+        remote = self.context.remote_load(self.spec.name)
+        load = sum(r.in_flight for r in ready) + self.held + remote.load
         now = time.monotonic()
         if load:
             self.last_request = now
+        self.last_request = max(self.last_request, remote.last_request)
         scaling = self.spec.autoscaling
         if self._refusal is not None and scaling is not None and load <= scaling.target * len(ready):
             self._refusal = None  # the load it was refused for has passed
