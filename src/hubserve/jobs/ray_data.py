@@ -59,11 +59,10 @@ def read_file(file: JobFile, split_type: Any, limit: int) -> Iterator[pa.Table]:
         yield records_table(file.position, records)
 
 
-def read_placement(files: list[JobFile]) -> dict[str, Any]:
-    """Where the read tasks run: an input on this server's disk is read on this server's node (the only one sure to
-    have it), a URL (s3://, https://) wherever Ray Data likes."""
+def read_placement(files: list[JobFile], node: str) -> dict[str, Any]:
+    """Where the read tasks run: an input on this server's disk is read on this server's node `node` (the only one
+    sure to have it), a URL (s3://, https://) wherever Ray Data likes."""
     if any(urlsplit(file.url).scheme in ("", "file") for file in files):
-        node = ray.get_runtime_context().get_node_id()
         return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)}
     return {}
 
@@ -141,8 +140,9 @@ class RayDataAnswers:
         # Ray Data splits each read task's blocks further (to at least `read_op_min_num_blocks` in all) and hands an
         # actor bundles of about one batch: each a task for whichever actor is free, whose answers come back on their
         # own. Reading takes no CPU from the actors' share: a job that asks for whole nodes still gets read.
+        here = ray.get_runtime_context().get_node_id()
         dataset = ray.data.read_datasource(JobInput(files, self.spec), num_cpus=0,
-                                           ray_remote_args=read_placement(files))
+                                           ray_remote_args=read_placement(files, here))
         dataset.context.execution_options.preserve_order = True
         dataset.context.target_max_block_size = BLOCK_BYTES  # else a read task's blocks are joined up to 128 MiB
         dataset.context.enable_progress_bars = False  # the job's log tells its progress; the server's log stays quiet
