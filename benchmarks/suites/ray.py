@@ -69,21 +69,22 @@ def loopback_cluster() -> Iterator[Any]:
                 os.environ[name] = value
 
 
-def add_node(cluster: Any, core: int | None) -> Any:
-    """A node declaring one CPU; with `core`, its processes may run on that core only (the raylet is started from
+def add_node(cluster: Any, core: int | None, cpus: int = 1) -> Any:
+    """A node declaring `cpus`; with `core`, its processes may run on that core only (the raylet is started from
     this thread, whose affinity it inherits and hands to the workers it starts)."""
     everything = os.sched_getaffinity(0)
     if core is not None:
         os.sched_setaffinity(0, {core})
     try:
-        return cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        return cluster.add_node(num_cpus=cpus, node_ip_address="127.0.0.1")
     finally:
         os.sched_setaffinity(0, everything)
 
 
 def placement(replicas: list[dict[str, Any]], spec_replicas: int) -> list[dict[str, Any]]:
     """Where each replica runs and on what: its node, the cores it may use, the OpenMP setting it inherited, and the
-    torch threads that follows (`worker/loader.py`: the cores in its affinity over the spec's replicas)."""
+    torch threads that follows: on Ray the CPUs it asked for, which the placement also gives as OMP_NUM_THREADS;
+    locally the cores in its affinity over the spec's replicas (`worker/loader.py`)."""
     described = []
     for replica in replicas:
         pid = replica["pid"]
@@ -99,7 +100,8 @@ def placement(replicas: list[dict[str, Any]], spec_replicas: int) -> list[dict[s
             "node": replica.get("node"), "pid": pid,
             "cpus_allowed": next(line.split(":", 1)[1].strip() for line in status
                                  if line.startswith("Cpus_allowed_list")),
-            "OMP_NUM_THREADS": omp[0] if omp else None, "torch_threads": max(1, cores // spec_replicas)})
+            "OMP_NUM_THREADS": omp[0] if omp else None,
+            "torch_threads": int(omp[0]) if omp else max(1, cores // spec_replicas)})
     return described
 
 
@@ -177,12 +179,15 @@ def throughput_rows(context: Context, on_ray: HubserveAdmin, cluster: Any, measu
 
 def hop_rows(context: Context, on_ray: HubserveAdmin, cluster: Any, measurer: Measurer, rounds: int) -> list[Row]:
     """A replica placed by Ray against one the local server forks, at concurrency 1, in alternating rounds; both see
-    every core (the Ray node is not pinned)."""
-    node = add_node(cluster, None)
+    every core, and run as many torch threads (the Ray node is not pinned, and the Ray replica asks for every core:
+    a replica on Ray runs the CPUs it asks for as threads)."""
+    cores = len(os.sched_getaffinity(0))
+    node = add_node(cluster, None, cpus=cores)
     name = "ray-minilm-hop"
     local = context.hubserve
+    every_core = {**SPEC, "resources": {"cpus": cores}}
     try:
-        urls = {RAY_REPLICA: on_ray.deploy(name, str(context.models.embedding), TASK, **SPEC),
+        urls = {RAY_REPLICA: on_ray.deploy(name, str(context.models.embedding), TASK, **every_core),
                 LOCAL_REPLICA: local.deploy(name, str(context.models.embedding), TASK, **SPEC)}
         placements = {config: placement(admin.status(name)["replicas"], 1)
                       for config, admin in ((RAY_REPLICA, on_ray), (LOCAL_REPLICA, local))}
