@@ -3,7 +3,7 @@ node on 127.0.0.1, and a real server placing replicas on it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,3 +52,25 @@ def ray_server(cluster: Any, home: Path) -> Iterator[Server]:
         yield running
     finally:
         running.stop()
+
+
+@contextmanager
+def endpoints(server: Server) -> Iterator[Callable[..., str]]:
+    """`make(name, model, **spec)`: an endpoint created on `server` and ready, its URL; deleted on the way out."""
+    client = server.client()
+    created: list[str] = []
+
+    def make(name: str, model: str | Path, **spec: object) -> str:
+        client.create_endpoint({"name": name, "model": str(model), **spec})
+        created.append(name)
+        client.wait(name, timeout=300)
+        return f"{server.url}/endpoints/{name}"
+
+    yield make
+    for name in created:
+        client.delete_endpoint(name)
+
+
+def replicas(server: Server, name: str) -> list[dict[str, Any]]:
+    described: dict[str, Any] = server.client().get_endpoint(name)
+    return list(described["status"]["replicas"])

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import Server
 from custom_models import write_echo_model
-from ray_clusters import add_node, local_cluster, ray_server
+from ray_clusters import add_node, endpoints, local_cluster, ray_server, replicas
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +32,8 @@ def server(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 @pytest.fixture
 def endpoint(server: Server) -> Iterator[Callable[..., str]]:
-    client = server.client()
-    created: list[str] = []
-
-    def make(name: str, model: Path, **spec: object) -> str:
-        client.create_endpoint({"name": name, "model": str(model), **spec})
-        created.append(name)
-        client.wait(name, timeout=300)
-        return f"{server.url}/endpoints/{name}"
-
-    yield make
-    for name in created:
-        client.delete_endpoint(name)
-
-
-def replicas(server: Server, name: str) -> list[dict[str, Any]]:
-    described: dict[str, Any] = server.client().get_endpoint(name)
-    return list(described["status"]["replicas"])
+    with endpoints(server) as make:
+        yield make
 
 
 def test_replicas_of_one_endpoint_run_on_different_nodes_and_all_answer(

@@ -20,7 +20,7 @@ import pytest
 from conftest import Server, start_server
 from custom_models import write_echo_model
 from hubserve.serving.ray_shipping import content_key
-from ray_clusters import LOOPBACK_ONLY, local_cluster
+from ray_clusters import LOOPBACK_ONLY, endpoints, local_cluster, replicas
 from sources_fixtures import build_hub_cache
 
 # Answers with where it was loaded from, and the torch threads it loaded and runs with.
@@ -105,23 +105,8 @@ def server(cluster: Any, hub_cache: Path, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture
 def endpoint(server: Server) -> Iterator[Callable[..., str]]:
-    client = server.client()
-    created: list[str] = []
-
-    def make(name: str, model: str, **spec: object) -> str:
-        client.create_endpoint({"name": name, "model": model, **spec})
-        created.append(name)
-        client.wait(name, timeout=300)
-        return f"{server.url}/endpoints/{name}"
-
-    yield make
-    for name in created:
-        client.delete_endpoint(name)
-
-
-def replicas(server: Server, name: str) -> list[dict[str, Any]]:
-    described: dict[str, Any] = server.client().get_endpoint(name)
-    return list(described["status"]["replicas"])
+    with endpoints(server) as make:
+        yield make
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
