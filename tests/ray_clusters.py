@@ -35,6 +35,18 @@ def local_cluster(names: tuple[str, ...], cpus: int = 1) -> Iterator[Any]:
             running.shutdown()
 
 
+@pytest.fixture(scope="module")
+def ray_node() -> Iterator[None]:
+    """This process connected to a one-node Ray of one CPU started for the module's tests."""
+    import ray
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def add_node(cluster: Any, name: str, cpus: int = 1) -> Any:
     return cluster.add_node(num_cpus=cpus, node_ip_address="127.0.0.1", resources={name: 1})
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,11 @@ from hubserve.serving.ray_shipping import Shipment, content_key, is_shipped, pac
 from hubserve.sources import ArchiveLimits
 from hubserve.spec import EndpointSpec
 from hubserve.worker.config import CONFIG_ENV, WorkerConfig
+from ray_clusters import ray_node  # noqa: F401 (a fixture)
 from sources_fixtures import build_hub_cache
 
 FILES = {"config.json": b'{"model_type": "bert"}', "model.safetensors": os.urandom(5000),
          "code/inference.py": b"def model_fn(model_dir):\n    return model_dir\n"}
-
-
-@pytest.fixture(scope="module")
-def ray_node() -> Iterator[None]:
-    import ray
-
-    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def write_folder(folder: Path) -> Path:
@@ -44,8 +33,9 @@ def read_folder(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
 
+@pytest.mark.usefixtures("ray_node")
 def test_a_folder_in_many_chunks_is_unpacked_once_by_replicas_that_unpack_it_at_once(
-        ray_node: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ray_shipping, "CHUNK_BYTES", 1024)
     source = write_folder(tmp_path / "model")
     shipment = Shipment(content_key(source, None, None), tuple(pack(source, None, None)))
@@ -60,7 +50,8 @@ def test_a_folder_in_many_chunks_is_unpacked_once_by_replicas_that_unpack_it_at_
     assert sorted(os.listdir(tmp_path / "node" / "in-use")) == ["a", "b", "c", "d"]
 
 
-def test_a_hub_snapshot_is_shipped_as_a_cache_with_its_ref(ray_node: None, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("ray_node")
+def test_a_hub_snapshot_is_shipped_as_a_cache_with_its_ref(tmp_path: Path) -> None:
     commit = "c" * 40
     repo = build_hub_cache(tmp_path / "hf", "acme/model", {commit: {"config.json": b"{}", "w.bin": b"weights"}},
                            {"main": commit})

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import ray
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import NodeDiedError, RayActorError, RayError, RayTaskError, WorkerCrashedError
 
 from hubserve.serving.ray_relay import Relay
 from hubserve.serving.ray_shipping import ModelShipper, Shipment, ShippingFailed, is_shipped, unpack
@@ -36,6 +36,10 @@ PR_SET_PDEATHSIG = 1
 LOG_POLL_S = 0.1
 LOG_WAIT_S = 5.0
 LOG_READ_BYTES = 1 << 20
+# A replica whose actor is lost while being placed (its node died before Ray noticed) is placed again, as many times
+# in all; each new one waits up to NAME_RELEASE_S for Ray to release the dead one's name.
+PLACEMENT_ATTEMPTS = 3
+NAME_RELEASE_S = 30.0
 
 
 def resource_options(resources: ResourcesSpec | None) -> dict[str, Any]:
@@ -190,6 +194,24 @@ class RayWorkerProcess:
         self._host.signal.remote(sig)
 
 
+def lost_in_placement(exc: RayError) -> bool:
+    """Whether the actor, rather than what it ran, failed: its node or process died (it may live on another
+    node), as opposed to the start or unpack it ran raising (which would raise again)."""
+    return isinstance(exc, RayActorError | NodeDiedError | WorkerCrashedError) and not isinstance(exc, RayTaskError)
+
+
+async def _name_released(name: str) -> None:
+    """Until Ray has let go of the name of a replica's dead actor, so that its next one can take it (data-plane
+    servers find a replica's actor by the replica's id): Ray releases it once it has marked the actor dead."""
+    deadline = asyncio.get_running_loop().time() + NAME_RELEASE_S
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            await asyncio.to_thread(ray.get_actor, name)  # in this server's namespace, where it named it
+        except ValueError:
+            return
+        await asyncio.sleep(LOG_POLL_S)
+
+
 def _replica_id(env: dict[str, str]) -> str:
     """The replica's id, which names its actor: data-plane servers find the actor by it (data_plane.py)."""
     return WorkerConfig.model_validate_json(env[CONFIG_ENV]).replica_id
@@ -223,7 +245,8 @@ class RaySpawner:
 
     async def start(self, spec: EndpointSpec, env: dict[str, str], log_path: Path) -> WorkerProcess:
         """A worker on the node Ray places it on; waits while no node has room for it (Ray's autoscaler may add
-        one). A model the node cannot fetch itself is shipped to it first."""
+        one). A model the node cannot fetch itself is shipped to it first. An actor lost while it was being placed
+        (its node died before Ray knew) is placed again, up to PLACEMENT_ATTEMPTS times in all."""
         try:
             shipment = await self.shipment(spec)
         except ShippingFailed as exc:  # as a local spawn fails: the replica fails with the reason
@@ -231,20 +254,35 @@ class RaySpawner:
         # Ray gives the actor OMP_NUM_THREADS for its CPUs unless the node's env sets one: the worker's OpenMP and
         # BLAS users get the replica's share either way (the spec's env may still say otherwise).
         env = {"OMP_NUM_THREADS": str(self.threads(spec)), **env}
+        name = _replica_id(env)
+        for attempt in range(1, PLACEMENT_ATTEMPTS + 1):
+            try:
+                return await self._place(spec, env, shipment, name, log_path)
+            except RayError as exc:
+                if not lost_in_placement(exc) or attempt == PLACEMENT_ATTEMPTS:
+                    raise OSError(f"its Ray actor failed: {ray_reason(exc)}") from exc
+                log.warning("replica %s of endpoint %s: its Ray actor was lost while being placed (%s); placing it "
+                            "again", name, spec.name, type(exc).__name__)
+                await _name_released(name)
+        raise AssertionError("unreachable")
+
+    async def _place(self, spec: EndpointSpec, env: dict[str, str], shipment: Shipment | None, name: str,
+                     log_path: Path) -> WorkerProcess:
         # Ray types a handle's methods only where they are declared with @ray.method: this one's are plain.
-        host: Any = ReplicaHostActor.options(**actor_options(spec.resources), name=_replica_id(env)).remote()
+        try:
+            host: Any = ReplicaHostActor.options(**actor_options(spec.resources), name=name).remote()
+        except ValueError as exc:  # the name is still taken (by a lost actor Ray has not let go of)
+            raise OSError(f"its Ray actor could not be created: {exc}") from exc
         try:
             if shipment is not None:
                 try:
                     folder = await host.receive.remote(shipment, str(self._models_dir), spec.name)
-                except RayError as exc:
+                except RayTaskError as exc:
                     raise OSError(f"its model could not be unpacked on its Ray node: {ray_reason(exc)}") from exc
                 env = shipment.worker_env(env, folder)
             pid, node = await host.start.remote(env)
-        except BaseException as exc:
+        except BaseException:
             ray.kill(host, no_restart=True)
-            if isinstance(exc, RayError):
-                raise OSError(f"its Ray actor failed: {ray_reason(exc)}") from exc
             raise
         return RayWorkerProcess(host, pid, node, log_path)
 
