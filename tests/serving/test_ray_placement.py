@@ -69,15 +69,19 @@ def hosts_that(action: str, tries: Path) -> Any:
     return ray.remote(max_restarts=0)(Host)
 
 
+def placing(action: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Placing a replica through the actors `hosts_that(action)` gives: the coroutine that places it."""
+    monkeypatch.setattr(ray_placement, "ReplicaHostActor", hosts_that(action, tmp_path / "tries"))
+    spec = EndpointSpec(name="e", model="s3://bucket/model.tar.gz")
+    return RaySpawner("local", tmp_path / "models", ArchiveLimits()).start(
+        spec, replica_env(spec, tmp_path), tmp_path / "e.log")
+
+
 @pytest.mark.usefixtures("ray_node")
 def test_a_replica_whose_actor_dies_while_placed_is_placed_again_under_the_same_name(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ray_placement, "ReplicaHostActor", hosts_that("die_once", tmp_path / "tries"))
-    spec = EndpointSpec(name="e", model="s3://bucket/model.tar.gz")
-    spawner = RaySpawner("local", tmp_path / "models", ArchiveLimits())
-
     async def place() -> int | None:
-        process = await spawner.start(spec, replica_env(spec, tmp_path), tmp_path / "e.log")
+        process = await placing("die_once", tmp_path, monkeypatch)
         assert process.pid > 0  # the second actor took the replica's id as its name (Ray refuses a name in use)
         return await process.wait()
 
@@ -88,9 +92,6 @@ def test_a_replica_whose_actor_dies_while_placed_is_placed_again_under_the_same_
 @pytest.mark.usefixtures("ray_node")
 def test_a_start_that_raises_is_not_tried_again_and_says_why(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ray_placement, "ReplicaHostActor", hosts_that("raise", tmp_path / "tries"))
-    spec = EndpointSpec(name="e", model="s3://bucket/model.tar.gz")
-    spawner = RaySpawner("local", tmp_path / "models", ArchiveLimits())
     with pytest.raises(OSError, match="RuntimeError: this start cannot work"):
-        asyncio.run(spawner.start(spec, replica_env(spec, tmp_path), tmp_path / "e.log"))
+        asyncio.run(placing("raise", tmp_path, monkeypatch))
     assert len(list((tmp_path / "tries").iterdir())) == 1 < PLACEMENT_ATTEMPTS
