@@ -25,6 +25,7 @@ EXPECTED = {
         **{f"offline {runtime}, batch 1 (direct call)": {"latency p50"}
            for runtime in ("PyTorch", "ONNX Runtime", "OpenVINO f32")},
         "hubserve, onnx backend": {"throughput (c=32)", "throughput (c=32) against ONNX Runtime", "latency p50 (c=1)"},
+        "hubserve, openvino backend": {"throughput (c=32)", "throughput (c=32) against OpenVINO f32"},
     },
     "coldstart": {
         "tiny embedding model (sentence-embeddings, torch backend)": COLD,
@@ -65,6 +66,8 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     against_ort = by_key["hubserve, onnx backend", "throughput (c=32) against ONNX Runtime"]
     assert against_ort["baseline"] == "offline ONNX Runtime, batch 32 / throughput" and against_ort["ratio"] > 0
     assert by_key["hubserve, onnx backend", "latency p50 (c=1)"]["target"] == "<= +0 ms"
+    against_openvino = by_key["hubserve, openvino backend", "throughput (c=32) against OpenVINO f32"]
+    assert against_openvino["baseline"] == "offline OpenVINO f32, batch 32 / throughput"
     for runtime in ("ONNX Runtime", "OpenVINO f32"):  # the same embeddings as PyTorch's
         assert by_key[f"offline {runtime}, batch 32", "throughput"]["details"]["max_abs_difference_to_pytorch"] < 1e-4
     assert by_key["tiny embedding model (sentence-embeddings, onnx backend)", "new replica: ask -> first answer"][

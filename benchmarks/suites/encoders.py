@@ -1,5 +1,6 @@
 """Embeddings past PyTorch: the offline limits of MiniLM on PyTorch, ONNX Runtime and OpenVINO f32 (batch 32 and the
-direct batch-1 call), and hubserve on its `onnx` backend against them, at concurrency 32 and at concurrency 1.
+direct batch-1 call), and hubserve on its `onnx` backend (what `auto` picks) against them, at concurrency 32 and at
+concurrency 1; and hubserve on its opt-in `openvino` backend at concurrency 32, against PyTorch and OpenVINO.
 
 Throughput is sampled in rounds (`rounds.py`): each round one sample of every runtime's batch-32 limit and one of
 hubserve at concurrency 32, the order rotated. Latency at concurrency 1 alternates blocks of hubserve requests with
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from functools import partial
 from typing import Any
 
 from benchmarks.context import Context
@@ -24,7 +26,8 @@ from benchmarks.workload import sentences
 SUITE = "encoders"
 BATCH = 32  # the offline limits' batch and hubserve's concurrency
 LATENCY_BLOCK = 10
-ENDPOINT = "encoders-minilm-onnx"
+# hubserve on each backend: its endpoint, its config, and the offline runtime it runs on.
+SERVED = {"onnx": ONNX_RUNTIME, "openvino": OPENVINO}
 HUBSERVE = "hubserve, onnx backend"
 PER_SECOND = "sentences/s"
 THROUGHPUT = f"throughput (c={BATCH})"
@@ -32,6 +35,14 @@ LATENCY = "latency p50 (c=1)"
 # What the issue measured on this machine, for the offline rows.
 ISSUE = {ONNX_RUNTIME: ("issue: 2.3x", "issue: 2.2 ms against 8.9 ms"),
          OPENVINO: ("issue: about as fast as ONNX Runtime", "")}
+
+
+def served_config(backend: str) -> str:
+    return f"hubserve, {backend} backend"
+
+
+def endpoint_name(backend: str) -> str:
+    return f"encoders-minilm-{backend}"
 
 
 def limit_config(runtime: str) -> str:
@@ -73,17 +84,19 @@ def throughput_rows(encoders: dict[str, Encoder | Unavailable], texts: list[str]
                                     baseline=None if runtime == PYTORCH else rows[PYTORCH],
                                     note=ISSUE.get(runtime, ("", ""))[0],
                                     details={"sentences": len(texts), **accuracy.get(runtime, {})})
-    loads = results[HUBSERVE]
-    per_second = loads if isinstance(loads, Unavailable) else [load.per_second for load in loads]
-    cpu = {} if isinstance(loads, Unavailable) else {
-        "client_cpu_cores": [round(load.client_cpu_s / load.wall_s, 3) for load in loads]}
-    return [
-        *rows.values(),
-        _median_row(HUBSERVE, THROUGHPUT, per_second, PER_SECOND, baseline=rows[PYTORCH],
-                    target=Target("ratio_min", 1.8), details={**cpu, **stats}),
-        _median_row(HUBSERVE, f"{THROUGHPUT} against ONNX Runtime", per_second, PER_SECOND,
-                    baseline=rows[ONNX_RUNTIME], target=Target("ratio_min", 0.85)),
-    ]
+    served: list[Row] = []
+    for backend, runtime in SERVED.items():
+        loads = results[served_config(backend)]
+        per_second = loads if isinstance(loads, Unavailable) else [load.per_second for load in loads]
+        cpu = {} if isinstance(loads, Unavailable) else {
+            "client_cpu_cores": [round(load.client_cpu_s / load.wall_s, 3) for load in loads]}
+        served += [
+            _median_row(served_config(backend), THROUGHPUT, per_second, PER_SECOND, baseline=rows[PYTORCH],
+                        target=Target("ratio_min", 1.8), details={**cpu, **stats.get(backend, {})}),
+            _median_row(served_config(backend), f"{THROUGHPUT} against {runtime}", per_second, PER_SECOND,
+                        baseline=rows[runtime], target=Target("ratio_min", 0.85)),
+        ]
+    return [*rows.values(), *served]
 
 
 def latency_rows(served: list[float] | Unavailable, direct: dict[str, list[float] | Unavailable]) -> list[Row]:
@@ -124,26 +137,32 @@ def run(context: Context) -> list[Row]:
     """All rows of the encoders suite."""
     admin, counts, models = context.hubserve, context.counts, context.models
     texts = sentences(counts.throughput_requests)
-    # The replica starts (and exports the model, the first time) while the offline runtimes load.
-    admin.create(ENDPOINT, str(models.embedding), "sentence-embeddings", **engine("onnx"))
+    # The replicas start (and export the model, the first time) while the offline runtimes load.
+    for backend in SERVED:
+        admin.create(endpoint_name(backend), str(models.embedding), "sentence-embeddings", **engine(backend))
     try:
         encoders = load_encoders(models.embedding, models.cache)
         usable = {name: encoder for name, encoder in encoders.items() if isinstance(encoder, Encoder)}
         accuracy = {name: {"max_abs_difference_to_pytorch": max_difference(encoder, usable[PYTORCH], texts[:64])}
                     for name, encoder in usable.items() if name != PYTORCH}
-        ready = attempt(HUBSERVE, lambda: admin.wait_running(ENDPOINT, backend="onnx"))
-        url = None if isinstance(ready, Unavailable) else admin.endpoint_url(ENDPOINT)
+        ready = {backend: attempt(served_config(backend), partial(admin.wait_running, endpoint_name(backend),
+                                                                  backend=backend)) for backend in SERVED}
+        urls = {backend: admin.endpoint_url(endpoint_name(backend)) for backend, status in ready.items()
+                if not isinstance(status, Unavailable)}
         configs = {limit_config(name): _limit_sampler(encoder, texts) for name, encoder in usable.items()}
-        if url is not None:
-            configs[HUBSERVE] = _hubserve_sampler(url, texts, counts.warmup_requests)
+        for backend, url in urls.items():
+            configs[served_config(backend)] = _hubserve_sampler(url, texts, counts.warmup_requests)
         results = alternate(configs, counts.repeats + EXTRA_ROUNDS)
-        served, calls = measure_latency(url, usable, texts[:counts.latency_requests], counts.warmup_requests)
-        stats = admin.stats(ENDPOINT) if url is not None else {}
+        served, calls = measure_latency(urls.get("onnx"), usable, texts[:counts.latency_requests],
+                                        counts.warmup_requests)
+        stats = {backend: admin.stats(endpoint_name(backend)) for backend in urls}
     finally:
-        admin.delete(ENDPOINT)
-    if isinstance(ready, Unavailable):
-        results[HUBSERVE] = ready
+        for backend in SERVED:
+            admin.delete(endpoint_name(backend))
+    for backend, status in ready.items():
+        if isinstance(status, Unavailable):
+            results[served_config(backend)] = status
     direct: dict[str, list[float] | Unavailable] = {name: calls.get(name, Unavailable(str(encoder)))
                                                     for name, encoder in encoders.items()}
     return [*throughput_rows(encoders, texts, results, accuracy, stats),
-            *latency_rows(served if served is not None else Unavailable(str(ready)), direct)]
+            *latency_rows(served if served is not None else Unavailable(str(ready["onnx"])), direct)]
