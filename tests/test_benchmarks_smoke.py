@@ -26,6 +26,7 @@ EXPECTED = {
            for runtime in ("PyTorch", "ONNX Runtime", "OpenVINO f32")},
         "hubserve, onnx backend": {"throughput (c=32)", "throughput (c=32) against ONNX Runtime", "latency p50 (c=1)"},
         "hubserve, openvino backend": {"throughput (c=32)", "throughput (c=32) against OpenVINO f32"},
+        "hubserve, onnx backend, int8": {"throughput (c=32)", "throughput (c=32) against ONNX Runtime"},
     },
     "coldstart": {
         "tiny embedding model (sentence-embeddings, torch backend)": COLD,

@@ -1,6 +1,7 @@
 """Embeddings past PyTorch: the offline limits of MiniLM on PyTorch, ONNX Runtime and OpenVINO f32 (batch 32 and the
 direct batch-1 call), and hubserve on its `onnx` backend (what `auto` picks) against them, at concurrency 32 and at
-concurrency 1; and hubserve on its opt-in `openvino` backend at concurrency 32, against PyTorch and OpenVINO.
+concurrency 1; and at concurrency 32 hubserve on its opt-in `openvino` backend (against PyTorch and OpenVINO) and
+on its opt-in int8 precision (ONNX Runtime's dynamic quantisation, against PyTorch and float32 ONNX Runtime).
 
 Throughput is sampled in rounds (`rounds.py`): each round one sample of every runtime's batch-32 limit and one of
 hubserve at concurrency 32, the order rotated. Latency at concurrency 1 alternates blocks of hubserve requests with
@@ -16,7 +17,6 @@ from typing import Any
 
 from benchmarks.context import Context
 from benchmarks.encoders import ONNX_RUNTIME, OPENVINO, PYTORCH, Encoder, load_encoders, max_difference
-from benchmarks.hubserve_api import engine
 from benchmarks.load import Latency, alternating_latency, request_load, run_async
 from benchmarks.processes import Unavailable
 from benchmarks.report import Row, Target, attempt, row, say, unavailable
@@ -26,8 +26,9 @@ from benchmarks.workload import sentences
 SUITE = "encoders"
 BATCH = 32  # the offline limits' batch and hubserve's concurrency
 LATENCY_BLOCK = 10
-# hubserve on each backend: its endpoint, its config, and the offline runtime it runs on.
-SERVED = {"onnx": ONNX_RUNTIME, "openvino": OPENVINO}
+# hubserve's endpoints by name: the engine each runs and the offline runtime it is judged against beside PyTorch.
+SERVED = {"onnx": ({"backend": "onnx"}, ONNX_RUNTIME), "openvino": ({"backend": "openvino"}, OPENVINO),
+          "onnx-int8": ({"backend": "onnx", "precision": "int8"}, ONNX_RUNTIME)}
 HUBSERVE = "hubserve, onnx backend"
 PER_SECOND = "sentences/s"
 THROUGHPUT = f"throughput (c={BATCH})"
@@ -37,8 +38,9 @@ ISSUE = {ONNX_RUNTIME: ("issue: 2.3x", "issue: 2.2 ms against 8.9 ms"),
          OPENVINO: ("issue: about as fast as ONNX Runtime", "")}
 
 
-def served_config(backend: str) -> str:
-    return f"hubserve, {backend} backend"
+def served_config(name: str) -> str:
+    engine, _ = SERVED[name]
+    return f"hubserve, {engine['backend']} backend" + (f", {engine['precision']}" if "precision" in engine else "")
 
 
 def endpoint_name(backend: str) -> str:
@@ -85,7 +87,7 @@ def throughput_rows(encoders: dict[str, Encoder | Unavailable], texts: list[str]
                                     note=ISSUE.get(runtime, ("", ""))[0],
                                     details={"sentences": len(texts), **accuracy.get(runtime, {})})
     served: list[Row] = []
-    for backend, runtime in SERVED.items():
+    for backend, (_, runtime) in SERVED.items():
         loads = results[served_config(backend)]
         per_second = loads if isinstance(loads, Unavailable) else [load.per_second for load in loads]
         cpu = {} if isinstance(loads, Unavailable) else {
@@ -138,15 +140,16 @@ def run(context: Context) -> list[Row]:
     admin, counts, models = context.hubserve, context.counts, context.models
     texts = sentences(counts.throughput_requests)
     # The replicas start (and export the model, the first time) while the offline runtimes load.
-    for backend in SERVED:
-        admin.create(endpoint_name(backend), str(models.embedding), "sentence-embeddings", **engine(backend))
+    for backend, (spec, _) in SERVED.items():
+        admin.create(endpoint_name(backend), str(models.embedding), "sentence-embeddings", engine=spec)
     try:
         encoders = load_encoders(models.embedding, models.cache)
         usable = {name: encoder for name, encoder in encoders.items() if isinstance(encoder, Encoder)}
         accuracy = {name: {"max_abs_difference_to_pytorch": max_difference(encoder, usable[PYTORCH], texts[:64])}
                     for name, encoder in usable.items() if name != PYTORCH}
-        ready = {backend: attempt(served_config(backend), partial(admin.wait_running, endpoint_name(backend),
-                                                                  backend=backend)) for backend in SERVED}
+        ready = {name: attempt(served_config(name), partial(admin.wait_running, endpoint_name(name),
+                                                            backend=spec["backend"]))
+                 for name, (spec, _) in SERVED.items()}
         urls = {backend: admin.endpoint_url(endpoint_name(backend)) for backend, status in ready.items()
                 if not isinstance(status, Unavailable)}
         configs = {limit_config(name): _limit_sampler(encoder, texts) for name, encoder in usable.items()}
