@@ -151,6 +151,16 @@ def ray_server(cluster: Any, home: Path, env: dict[str, str] | None = None) -> I
 
 
 @contextmanager
+def data_plane_server(cluster: Any, home: Path) -> Iterator[Server]:
+    """A data-plane server (`--data-plane`) on the cluster, serving what its owner publishes."""
+    running = start_server(home, env=LOOPBACK_ONLY, args=["--ray", cluster.address, "--data-plane"])
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@contextmanager
 def endpoints(server: Server) -> Iterator[Callable[..., str]]:
     """`make(name, model, **spec)`: an endpoint created on `server` and ready, its URL; deleted on the way out."""
     client = server.client()

@@ -350,6 +350,9 @@ class EndpointStatus(BaseModel):
     task: str | None = None
     # What runs the model (its ready replicas' backend); a fallback's reason is in `message` while running.
     backend: str | None = None
+    # Why the last scale-up was refused (the server's capacity), until one goes through or the load passes:
+    # data-plane servers answer the requests they hold for a wake with it, as the owner does.
+    scale_up_refused: str | None = None
     replicas: list[ReplicaInfo] = Field(default_factory=list)
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)

@@ -22,7 +22,7 @@ import pytest
 from conftest import ADMIN_TOKEN, Server, start_server
 from custom_models import write_echo_model
 from hubserve.serving.ray_registry import LOAD_TTL_S
-from ray_clusters import LOOPBACK_ONLY, add_node, local_cluster, ray_server
+from ray_clusters import LOOPBACK_ONLY, add_node, data_plane_server, local_cluster, ray_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Two replicas share a node's CPU: the tests' endpoints fit on the two nodes together.
@@ -55,12 +55,8 @@ def echo(owner: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def data_plane(cluster: Any, echo: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("data-plane") / "home", env=LOOPBACK_ONLY,
-                           args=["--ray", cluster.address, "--data-plane"])
-    try:
+    with data_plane_server(cluster, tmp_path_factory.mktemp("data-plane") / "home") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from typing import Any, NoReturn
 import ray
 from ray.exceptions import RayError
 
-from hubserve.errors import DataPlaneOnly
+from hubserve.errors import DataPlaneOnly, NoReadyReplica
 from hubserve.security import TokenRegistry
 from hubserve.serving.context import ServingContext
-from hubserve.serving.endpoint import EndpointRuntime
+from hubserve.serving.endpoint import RETRY_AFTER_S, EndpointRuntime
 from hubserve.serving.manager import EndpointManager, hub_addresses
 from hubserve.serving.ray_placement import NAMESPACE
 from hubserve.serving.ray_registry import POLL_TIMEOUT_S, REGISTRY_RETRY_S, LoadReporter, Snapshot, registry
@@ -110,7 +110,10 @@ class PublishedEndpoint(EndpointRuntime):
             self._held.changed()
 
     def _wake(self) -> None:
-        """The request is held here, and so reported as load: the owner starts the replicas it waits for."""
+        """The request is held here, and so reported as load: the owner starts the replicas it waits for, or
+        refuses to for want of room, which answers the request at once, as on the owner."""
+        if self.status.scale_up_refused is not None:
+            raise NoReadyReplica(self.status.scale_up_refused, retry_after=RETRY_AFTER_S)
 
     def _take_request(self) -> None:
         super()._take_request()

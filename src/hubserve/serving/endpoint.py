@@ -334,6 +334,7 @@ class EndpointRuntime:
         status = self.status
         status.ready_replicas = active.ready_count if active else 0
         status.restarts = active.restarts if active else 0
+        status.scale_up_refused = self._refusal
         status.replicas = [ReplicaInfo(id=r.id, state=r.state, pid=r.pid, node=r.node, backend=r.backend,
                                        backend_note=r.backend_note, dtype=r.dtype)
                            for r in active.replicas] if active else []
