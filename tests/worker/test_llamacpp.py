@@ -390,6 +390,27 @@ def test_a_prefix_outlives_a_resized_context(tiny_model: Callable[[str], Path]) 
     assert model.context.shape.rows == 4
 
 
+def test_a_context_made_in_the_background_serves_its_shape_and_not_another(tiny_model: Callable[[str], Path]) -> None:
+    model = LlamaCppModel(tiny_model("text-generation-gguf") / TINY_GGUF_FILE, threads=1)
+    prompt = list(range(10, 60))
+    model.reshape(CacheShape(rows=2, row_tokens=256), background=True)
+    making = model._making
+    assert making is not None and model.context is None
+    expected = model.prefill([prompt])[1][0].clone()  # waits for it, then uses it
+    assert model.context is making.result() and model.context.shape == CacheShape(rows=2, row_tokens=256)
+    other = LlamaCppModel(tiny_model("text-generation-gguf") / TINY_GGUF_FILE, threads=1)
+    other.reshape(CacheShape(rows=2, row_tokens=256), background=True)
+    other.reshape(CacheShape(rows=3, row_tokens=512))  # the limits changed before the first forward
+    assert torch.equal(other.prefill([prompt])[1][0], expected)
+    assert other.context is not None and other.context.shape == CacheShape(rows=3, row_tokens=512)
+
+
+def test_the_adapter_makes_the_default_cache_while_it_loads(smollm: TextGenerationAdapter) -> None:
+    # The shape made in the background at load is the one the adapter's limits then asked for, so it was kept.
+    assert smollm.llama.context is not None and smollm.llama.context.shape == smollm.llama.shape
+    assert smollm.llama.shape == smollm.llama.fit(smollm.limits.max_batch_size, None)
+
+
 def test_every_sequence_is_used_when_the_batch_is_full(tiny_model: Callable[[str], Path]) -> None:
     """Two rows, and the spares in use: a long prompt between its chunks, then a new shared prefix replacing the
     kept one just as the two rows that used it end (its sequence goes before the new one is taken)."""

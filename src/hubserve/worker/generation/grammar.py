@@ -4,9 +4,9 @@ tokens the grammar allows and ends the row once the grammar is complete."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import llguidance
 import llguidance.hf
 import numpy as np
+import tokenizers
 import torch
 
 from hubserve.errors import BadRequest
@@ -39,25 +40,52 @@ class Grammar:
 
 
 class GrammarCompiler:
-    """Compiles requests' grammars for one model. Its llguidance tokenizer (about half a second for a large
-    vocabulary) is built on the first grammar, from `tokenizer` (which only the compiling thread uses)."""
+    """Compiles requests' grammars for one model, over its llguidance tokenizer (about a third of a second to build
+    for a large vocabulary), which `prepare` starts building in the background at load and the first grammar
+    otherwise builds; `tokenizer` is the callers' (only the compiling thread uses it once requests come)."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> None:
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.eos_ids = list(eos_ids)
-
-    @functools.cached_property
-    def ll_tokenizer(self) -> llguidance.LLTokenizer:
-        try:
-            return llguidance.hf.from_tokenizer(self.tokenizer, self.vocab_size, self.eos_ids or None)
-        except ValueError as exc:  # e.g. a slow (Python) tokenizer
-            raise BadRequest(f"`grammar` is not available for this model: {exc}") from None
+        self._lock = threading.Lock()
+        self._built: llguidance.LLTokenizer | None = None
+        self._refused: str | None = None  # why this model takes no grammar
 
     def prepare(self) -> None:
-        """Build the llguidance tokenizer now (at load, rather than while the first grammar's caller waits)."""
-        with contextlib.suppress(BadRequest):  # this model's grammars will be refused with the reason
-            self.ll_tokenizer  # noqa: B018 - a cached property, computed once
+        """Start building the llguidance tokenizer on another thread, from a copy of the tokenizer's JSON taken now,
+        while no request uses the tokenizer (a fast tokenizer refuses to be read while a call reconfigures it)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        snapshot = backend.to_str() if backend is not None else None
+        threading.Thread(target=self._build, args=(snapshot,), name="grammar-tokenizer", daemon=True).start()
+
+    @property
+    def ll_tokenizer(self) -> llguidance.LLTokenizer:
+        """The llguidance tokenizer, once built (waiting for a build under way); BadRequest for a model that has
+        none."""
+        built = self._built if self._built is not None else self._build()
+        if built is None:
+            raise BadRequest(f"`grammar` is not available for this model: {self._refused}")
+        return built
+
+    def _build(self, snapshot: str | None = None) -> llguidance.LLTokenizer | None:
+        with self._lock:
+            if self._built is None and self._refused is None:
+                try:
+                    self._built = self._from(snapshot) if snapshot is not None else llguidance.hf.from_tokenizer(
+                        self.tokenizer, self.vocab_size, self.eos_ids or None)
+                except ValueError as exc:  # e.g. a slow (Python) tokenizer
+                    self._refused = str(exc)
+            return self._built
+
+    def _from(self, snapshot: str) -> llguidance.LLTokenizer:
+        """llguidance's tokenizer from the tokenizer's JSON, as `llguidance.hf.from_tokenizer` makes it from the
+        tokenizer (padding and truncation off)."""
+        backend = tokenizers.Tokenizer.from_str(snapshot)
+        backend.no_padding()
+        backend.no_truncation()
+        eos: int | list[int] | None = self.eos_ids or getattr(self.tokenizer, "eos_token_id", None)
+        return llguidance.LLTokenizer(backend.to_str(), n_vocab=self.vocab_size, eos_token=eos)
 
     def compile(self, spec: Any) -> Grammar:
         """The request's `grammar` ({"type": "json"|"json_object"|"json_schema"|"regex", "value": ...}), or a

@@ -36,12 +36,14 @@ import atexit
 import ctypes
 import heapq
 import logging
+import threading
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import llama_cpp
 import llama_cpp._utils
@@ -51,6 +53,7 @@ import torch
 from hubserve.worker.generation.batch import PAD, left_padded
 
 log = logging.getLogger("hubserve.worker.generation")
+T = TypeVar("T")
 
 # Tokens in one llama_decode (llama.cpp's n_batch and n_ubatch, and `Llama(...)`'s): a step's rows, or one piece of
 # a prompt; prompts are prefilled in pieces of this size from their start, as llama.cpp's own generation does.
@@ -214,6 +217,7 @@ class LlamaCppModel:
         self.eos_ids = tuple(token for token in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(vocab, token))
         self.shape = CacheShape(1, min(self.context_tokens, MIN_ROW_TOKENS))
         self.context: Context | None = None
+        self._making: Future[Context] | None = None  # a context being made in the background (`reshape`)
         self._batches: weakref.WeakSet[LlamaBatch] = weakref.WeakSet()
 
     def tokenize(self, text: str) -> list[int]:
@@ -247,8 +251,13 @@ class LlamaCppModel:
         rows = max(1, min(sequences, budget // row_tokens) - SPARE_SEQUENCES)
         return CacheShape(rows, row_tokens)
 
-    def reshape(self, shape: CacheShape) -> None:
+    def reshape(self, shape: CacheShape, background: bool = False) -> None:
+        """Hold `shape` from now on: its context is made at the next forward, or (`background`, while there is no
+        context yet) starting now on another thread, so that its cache's allocation (about a second for 2 GiB)
+        overlaps the rest of the replica's load; the next forward waits for it."""
         self.shape = shape
+        if background and self.context is None and self._making is None:
+            self._making = in_background(lambda: Context(self, shape), "llama-context")
 
     def prefill(self, prompts: Sequence[Sequence[int]], prefix: LlamaPrefix | None = None,
                 adopt: bool = False) -> tuple[LlamaBatch, torch.Tensor]:
@@ -318,6 +327,11 @@ class LlamaCppModel:
 
     def _context(self) -> Context:
         """The context for the current shape (made again only when no row is running)."""
+        if self._making is not None:
+            made, self._making = self._making.result(), None  # raises what making it raised
+            if self.context is None and made.shape == self.shape:
+                self.context = made
+            del made  # one for another shape goes now, with its cache's memory
         current = self.context
         if current is None or (current.shape != self.shape and not self._batches):
             self.context = None  # the old one goes first: its cache's memory with it
@@ -425,3 +439,17 @@ def prefix_splits_alike(start: int, length: int) -> bool:
 
 
 DECODE_ERRORS = {1: "no room in the KV cache", 2: "aborted", -1: "invalid input batch"}
+
+
+def in_background(make: Callable[[], T], name: str) -> Future[T]:
+    """`make()` run on a thread of its own: its result, or what it raised, once it is done."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(make())
+        except BaseException as exc:  # handed to whoever waits for it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future

@@ -231,9 +231,8 @@ class TextGenerationAdapter(PipelineAdapter):
         tokens of all rows together)."""
         if self.llama is None or self.engine is None:
             return
-        budget = os.environ.get("MAX_BATCH_TOTAL_TOKENS", "").strip()
         asked_total = self.asked_tokens.get("max_total_tokens")
-        shape = self.llama.fit(self.limits.max_batch_size, asked_total, int(budget) if budget else None)
+        shape = cache_shape(self.llama, self.limits.max_batch_size, asked_total)
         self.llama.reshape(shape)
         total = min(asked_total or self.context_tokens or shape.row_tokens, shape.row_tokens)
         inputs = min(self.asked_tokens.get("max_input_tokens", total), total - 1)
@@ -323,8 +322,8 @@ class TextGenerationAdapter(PipelineAdapter):
     def warmup(self) -> None:
         if self.engine is not None:
             try:
+                self.engine.grammars.prepare()  # in the background, while the warm-up runs and after
                 self.predict(self.warmup_inputs, dict(self.warmup_parameters))
-                self.engine.grammars.prepare()
                 return
             except HubserveError as exc:  # e.g. a model whose cache the engine cannot batch
                 if self.llama is not None:  # no pipeline to fall back on
@@ -475,6 +474,11 @@ def open_llamacpp(model_dir: Path, options: LoadOptions,
 
         model = LlamaCppModel(model_dir / options.gguf_file, threads=torch.get_num_threads(),
                               batch_invariant=options.batch_invariant)
+        # The cache the adapter will most likely ask for (unless the spec's limits say otherwise), made while the
+        # tokenizer and config load.
+        early = _limits_from_env()
+        if early is not None:
+            model.reshape(cache_shape(model, early.max_batch_size, early.max_total_tokens), background=True)
         pipe = weightless_pipeline(model_dir, options, pipeline_class, model.eos_ids)
         mismatch = tokenizer_mismatch(pipe.tokenizer, model.tokenize)
         if mismatch is not None:
@@ -488,6 +492,20 @@ def open_llamacpp(model_dir: Path, options: LoadOptions,
         return None, note
     log.info("text-generation runs on llama.cpp (%s, %d threads)", options.gguf_file, model.threads)
     return (model, pipe), None
+
+
+def cache_shape(llama: Any, max_batch_size: int, asked_total: int | None) -> Any:
+    """llama.cpp's cache for these limits, within TGI's MAX_BATCH_TOTAL_TOKENS (the tokens of all rows) when set."""
+    budget = os.environ.get("MAX_BATCH_TOTAL_TOKENS", "").strip()
+    return llama.fit(max_batch_size, asked_total, int(budget) if budget else None)
+
+
+def _limits_from_env() -> GenerationLimits | None:
+    """The limits TGI's variables set; None when they are not valid (the adapter says why, later)."""
+    try:
+        return GenerationLimits().updated(**limits_from_env(os.environ))
+    except (ValueError, TypeError):
+        return None
 
 
 def _neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
