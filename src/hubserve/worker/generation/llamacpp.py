@@ -325,6 +325,12 @@ class LlamaCppModel:
         context.prefill(self.forwards([Span(prefix.token_ids, len(done), len(prefix.token_ids), seqs[0])]))
         return prefix
 
+    def close(self) -> None:
+        """Free the context (once one being made in the background is made); the model goes with its last user."""
+        making, self._making, self.context = self._making, None, None
+        if making is not None:
+            making.exception()  # waits; what went wrong no longer matters
+
     def _context(self) -> Context:
         """The context for the current shape (made again only when no row is running)."""
         if self._making is not None:

@@ -468,6 +468,7 @@ def open_llamacpp(model_dir: Path, options: LoadOptions,
             return None, None
         why = "a GGUF file" if options.gguf_file is None else f"the CPU; this endpoint's device is {options.device}"
         raise BackendUnavailable(f"engine.backend llamacpp serves {why}")
+    model: Any = None
     try:
         from hubserve.worker.generation.gguf_pipeline import tokenizer_mismatch, weightless_pipeline
         from hubserve.worker.generation.llamacpp import LlamaCppModel
@@ -485,6 +486,8 @@ def open_llamacpp(model_dir: Path, options: LoadOptions,
             raise BackendUnavailable(mismatch)
     except Exception as exc:  # llama.cpp missing, or refusing the file, in any way: torch serves, or the load fails
         reason = str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
+        if model is not None:
+            model.close()  # its cache, made in the background, goes now rather than at some collection
         if asked:
             raise BackendUnavailable(f"engine.backend llamacpp cannot serve this model: {reason}") from exc
         note = f"llama.cpp could not serve this model, so torch does: {reason}"
