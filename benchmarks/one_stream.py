@@ -7,7 +7,8 @@ skips every per-token hop after the generation thread (the worker's event loop, 
 server-sent event to the client): what streaming costs is the difference. For each configuration: tokens/s as the
 suite counts them (from the request sent to the last token), TTFT, the mean time between tokens, and the CPU each
 process spent per token (on-CPU time from /proc's schedstat; the replicas' event-loop threads apart from their
-generation and llama.cpp threads).
+generation and llama.cpp threads). Every request opens a connection of its own (the suite keeps hubserve's alive
+across a sample's prompts): the breakdown is what this measures; the llamacpp suite's ratio is the figure of record.
 """
 
 from __future__ import annotations
