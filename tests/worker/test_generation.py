@@ -5,6 +5,7 @@ limits; and the adapter's shapes."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 
 from hubserve.errors import BadRequest, ModelError, Overloaded
 from hubserve.worker.generation import GenerationEngine, SamplingParams, TokenEvent
-from hubserve.worker.generation.decoding import TextStream
+from hubserve.worker.generation.decoding import TextStream, raw_decoder
 from hubserve.worker.generation.params import limits_from_env
 from hubserve.worker.generation.scheduler import Outbox, Request, Scheduler
 from hubserve.worker.generation.types import GenerationLimits
@@ -203,6 +204,23 @@ def test_text_stream_holds_back_partial_utf8(lm: tuple[Any, Any]) -> None:
     assert "" in pieces  # the emoji's first bytes waited for the rest
     assert stops.index(True) == next(i for i, piece in enumerate(pieces) if "\U0001f600" in piece)
 
+
+
+def test_text_stream_decodes_as_the_tokenizer_does(lm: tuple[Any, Any]) -> None:
+    """TextStream decodes straight from the Rust tokenizer, as transformers' decode (special tokens kept, no clean-up)
+    does; a tokenizer class with its own decoding is decoded through it."""
+    tokenizer = lm[1]
+    ids = [*tokenizer.all_special_ids, *encode(lm, "caf\u00e9 , isn't  it ?"), *tokenizer.all_special_ids]
+    expected = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert raw_decoder(tokenizer)(ids) == expected and expected != tokenizer.decode(ids, skip_special_tokens=True)
+
+    class Shouting(type(tokenizer)):  # type: ignore[misc]
+        def _decode(self, token_ids: Any, **kwargs: Any) -> str:
+            return str(super()._decode(token_ids, **kwargs)).upper()
+
+    shouting = copy.copy(tokenizer)
+    shouting.__class__ = Shouting
+    assert raw_decoder(shouting)(ids) == expected.upper()
 
 # --- the engine, from asyncio ------------------------------------------------------------------------------------
 

@@ -162,6 +162,21 @@ def test_prompts_prefilled_together_give_each_its_own_logits(llama: LlamaCppMode
     assert (together - alone).abs().max() < 0.05 * alone.abs().max()
 
 
+
+def test_rows_out_of_sequence_order_get_their_own_logits(llama: LlamaCppModel) -> None:
+    """A step's rows go to llama.cpp in sequence order: rows held in another order get their own logits back, as the
+    same rows held in order do (one forward of the same rows either way); a lone row's too."""
+    prompts = [llama_tokens(chat(question)) for question in QUESTIONS[:3]]
+    in_order, shuffled, lone = (llama.prefill(prompts)[0] for _ in range(3))
+    shuffled.keep([2, 0, 1])
+    lone.keep([1])
+    assert in_order.seqs == sorted(in_order.seqs) and shuffled.seqs != sorted(shuffled.seqs)
+    expected = llama.decode(in_order).clone()
+    assert torch.equal(llama.decode(shuffled), expected[[2, 0, 1]])
+    alone = llama.decode(lone)  # to flash attention's rounding: its kernels change with the rows
+    assert alone.shape == (1, llama.vocab_size) and int(alone.argmax()) == int(expected[1].argmax())
+    assert (alone[0] - expected[1]).abs().max() < 0.05 * expected[1].abs().max()
+
 def test_many_rows_with_flash_attention_finish_as_asked(llama: LlamaCppModel, tokenizer: Any) -> None:
     """Sixteen rows at once, as llama-server runs them: every one ends as asked (its length, its stop string, or
     cancelled, its sequence freed), and a row's tokens, which may differ from its lone run's as llama-server's do,

@@ -3,7 +3,7 @@ hold back text ending in an incomplete UTF-8 character) and stop-sequence matchi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # Prompt tokens decoded before the first generated one, so that it gets the leading space it would have in context.
@@ -14,7 +14,7 @@ class TextStream:
     """The text of one request's generated tokens, one token at a time."""
 
     def __init__(self, tokenizer: Any, prompt_ids: Sequence[int], stop: Sequence[str]) -> None:
-        self.tokenizer = tokenizer
+        self._decode = raw_decoder(tokenizer)
         self.ids = list(prompt_ids[-CONTEXT_TOKENS:])
         self.prefix_offset = 0
         self.read_offset = len(self.ids)
@@ -42,6 +42,20 @@ class TextStream:
         tail = self.text[-(len(added) + self.longest_stop - 1) :]
         return any(stop in tail for stop in self.stop)
 
-    def _decode(self, ids: list[int]) -> str:
-        text: str = self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+def raw_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """`tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)`: straight from the Rust
+    tokenizer when transformers' decode would only hand the ids to it (its wrappers cost several times the decode of
+    a few tokens, twice a token), else through transformers."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if isinstance(tokenizer, TokenizersBackend) and type(tokenizer)._decode is TokenizersBackend._decode and backend:
+        decode: Callable[..., str] = backend.decode
+        return lambda ids: decode(ids, skip_special_tokens=False)
+
+    def through_transformers(ids: list[int]) -> str:
+        text: str = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return text
+
+    return through_transformers

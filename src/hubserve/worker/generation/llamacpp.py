@@ -28,6 +28,13 @@ llama.cpp decodes a run of consecutive sequences in one pass, and one pass more 
 
 Rows that share a prompt prefix copy its sequence's cache; a long prompt's chunks build up a sequence the row then
 adopts. Sequences of rows and prefixes that go away are emptied on the generation thread, at the next forward.
+
+llama.cpp runs a forward on OpenMP threads (llama-cpp-python's build, as llama-server's), which wait for each other
+after every operation in an OpenMP barrier (the libgomp torch loads: the two share it). The barriers spin only while
+the process has no more OpenMP threads than cores, so every forward runs on the one generation thread, and torch
+runs there on one thread (`torch_threads`): a second thread's team made a step 1.7x as long (measured, 2 cores), its
+barriers sleeping and waking instead. This is also why ggml's polling threadpool (llama-server's `--poll`) is not
+attached: with OpenMP, ggml computes on OpenMP's threads whatever threadpool a context has.
 """
 
 from __future__ import annotations
@@ -371,6 +378,7 @@ class Context:
         self.weights = model.weights
         self.shape = shape
         self.vocab_size = model.vocab_size
+        self.logits_views: dict[tuple[int, int], torch.Tensor] = {}
         self.sequences = Sequences(llama_cpp.llama_get_memory(self.context), sequences)
         size = FORWARD_TOKENS  # at least MAX_SEQUENCES: a step's rows fit
         self.token = np.zeros(size, dtype=np.int32)
@@ -410,25 +418,39 @@ class Context:
                 count = end
             self._decode(count)
             if outputs and logits is not None:
-                logits[outputs] = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.context),
-                                                        shape=(len(outputs), self.vocab_size))
+                logits[outputs] = self._logits(len(outputs)).numpy()
 
     def decode(self, tokens: np.ndarray, positions: np.ndarray, seqs: np.ndarray) -> torch.Tensor:
         """Decode one token for each row (sequence `seqs[i]`, at `positions[i]`): every row's logits, in order (a
         view of llama.cpp's buffer when the rows are in sequence order: valid until the next forward)."""
         self.sequences.flush()
         count = len(tokens)
-        order = np.argsort(seqs, kind="stable")
-        self.token[:count] = tokens[order]
-        self.pos[:count] = positions[order]
-        self.seq[:count] = seqs[order]
+        # Rows usually are in sequence order already (always, alone): then no reordering either way.
+        order = None if count == 1 or bool((seqs[1:] > seqs[:-1]).all()) else np.argsort(seqs, kind="stable")
+        self.token[:count] = tokens if order is None else tokens[order]
+        self.pos[:count] = positions if order is None else positions[order]
+        self.seq[:count] = seqs if order is None else seqs[order]
         self.output[:count] = 1
         self._decode(count)
-        logits = torch.from_numpy(np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.context),
-                                                        shape=(count, self.vocab_size)))
-        if (order == np.arange(count)).all():
-            return logits
-        return logits[torch.from_numpy(np.argsort(order))]
+        logits = self._logits(count)
+        return logits if order is None else logits[torch.from_numpy(np.argsort(order))]
+
+    def _logits(self, rows: int) -> torch.Tensor:
+        """The first `rows` rows of llama.cpp's logits buffer, as a tensor on its memory. Views are kept by the
+        buffer's address and rows: a step's view costs a lookup, not a new ctypes array type (microseconds a token
+        for one row). A buffer llama.cpp reallocates has a new address; one at an old address holds these rows too
+        (the forward just wrote them)."""
+        address = ctypes.cast(llama_cpp.llama_get_logits(self.context), ctypes.c_void_p).value
+        if address is None:
+            raise LlamaCppError("llama.cpp returned no logits")
+        view = self.logits_views.get((address, rows))
+        if view is None:
+            if len(self.logits_views) >= MAX_SEQUENCES:
+                self.logits_views.clear()
+            array = (ctypes.c_float * (rows * self.vocab_size)).from_address(address)
+            view = self.logits_views[(address, rows)] = torch.from_numpy(
+                np.ctypeslib.as_array(array).reshape(rows, self.vocab_size))
+        return view
 
     def _decode(self, count: int) -> None:
         self.batch.n_tokens = count
