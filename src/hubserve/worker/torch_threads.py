@@ -25,15 +25,21 @@ def adopt_torch_threads() -> None:
     torch.set_num_threads(torch.get_num_threads())
 
 
-async def on_passing_thread(function: Callable[..., T], *args: Any, name: str = "load") -> T:
-    """Run `function(*args)` on a new thread that ends when it returns, taking its OpenMP pool with it."""
+def on_new_thread(function: Callable[..., T], *args: Any, name: str) -> concurrent.futures.Future[T]:
+    """`function(*args)` run on a new thread that ends when it returns (taking any OpenMP pool it made with it): its
+    result, or what it raised, once it is done."""
     outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def run() -> None:
         try:
             outcome.set_result(function(*args))
-        except BaseException as exc:  # handed to the awaiting coroutine
+        except BaseException as exc:  # handed to whoever waits for it
             outcome.set_exception(exc)
 
     threading.Thread(target=run, name=name, daemon=True).start()
-    return await asyncio.wrap_future(outcome)
+    return outcome
+
+
+async def on_passing_thread(function: Callable[..., T], *args: Any, name: str = "load") -> T:
+    """Run `function(*args)` on a new thread that ends when it returns, taking its OpenMP pool with it."""
+    return await asyncio.wrap_future(on_new_thread(function, *args, name=name))

@@ -43,14 +43,13 @@ import atexit
 import ctypes
 import heapq
 import logging
-import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import llama_cpp
 import llama_cpp._utils
@@ -58,9 +57,9 @@ import numpy as np
 import torch
 
 from hubserve.worker.generation.batch import PAD, left_padded
+from hubserve.worker.torch_threads import on_new_thread
 
 log = logging.getLogger("hubserve.worker.generation")
-T = TypeVar("T")
 
 # Tokens in one llama_decode (llama.cpp's n_batch and n_ubatch, and `Llama(...)`'s): a step's rows, or one piece of
 # a prompt; prompts are prefilled in pieces of this size from their start, as llama.cpp's own generation does.
@@ -264,7 +263,7 @@ class LlamaCppModel:
         overlaps the rest of the replica's load; the next forward waits for it."""
         self.shape = shape
         if background and self.context is None and self._making is None:
-            self._making = in_background(lambda: Context(self, shape), "llama-context")
+            self._making = on_new_thread(Context, self, shape, name="llama-context")
 
     def prefill(self, prompts: Sequence[Sequence[int]], prefix: LlamaPrefix | None = None,
                 adopt: bool = False) -> tuple[LlamaBatch, torch.Tensor]:
@@ -468,16 +467,3 @@ def prefix_splits_alike(start: int, length: int) -> bool:
 
 DECODE_ERRORS = {1: "no room in the KV cache", 2: "aborted", -1: "invalid input batch"}
 
-
-def in_background(make: Callable[[], T], name: str) -> Future[T]:
-    """`make()` run on a thread of its own: its result, or what it raised, once it is done."""
-    future: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(make())
-        except BaseException as exc:  # handed to whoever waits for it
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return future
