@@ -193,9 +193,13 @@ def test_control_routes_are_refused_on_the_data_plane_server_naming_the_owner(
     assert invoke(owner, echo, "pid").status_code == 200  # nothing was deleted
 
 
-def in_flight_on(server: Server, name: str) -> int:
+def in_flight_by_pid(server: Server, name: str) -> dict[int, int]:
     stats = httpx.get(f"{server.url}/api/v1/endpoints/{name}/stats", headers=ADMIN, timeout=10).json()
-    return sum(int(r["in_flight"]) for r in stats["replicas"])
+    return {int(r["pid"]): int(r["in_flight"]) for r in stats["replicas"]}
+
+
+def in_flight_on(server: Server, name: str) -> int:
+    return sum(in_flight_by_pid(server, name).values())
 
 
 def owner_status_until(owner: Server, name: str, reached: Callable[[dict[str, Any]], bool],
@@ -283,6 +287,11 @@ def test_the_load_of_a_data_plane_server_that_died_expires(
 def test_a_dead_nodes_requests_on_the_data_plane_server_get_503_and_the_others_go_on(
         owner: Server, data_plane: Server, echo: str, cluster: Any) -> None:
     served_on_data_plane(data_plane, echo)
+    deadline = time.monotonic() + 60
+    # Both replicas attached on the data-plane server (its stats list those), or the first would take three requests.
+    while len(in_flight_by_pid(data_plane, echo)) < 2:
+        assert time.monotonic() < deadline, "the data-plane server did not attach both replicas"
+        time.sleep(0.2)
     placed = owner.client().get_endpoint(echo)["status"]["replicas"]
     add_node(cluster, "node_c")  # where the lost replica comes back
     doomed = next(n for n in cluster.worker_nodes if n.node_id == placed[0]["node"])
@@ -291,9 +300,11 @@ def test_a_dead_nodes_requests_on_the_data_plane_server_get_503_and_the_others_g
         calls = [pool.submit(httpx.post, f"{data_plane.url}/endpoints/{echo}/invocations", json=sleep, timeout=60)
                  for _ in range(4)]
         deadline = time.monotonic() + 30
-        while in_flight_on(data_plane, echo) < 4:  # two on each replica
-            assert time.monotonic() < deadline, "the four requests did not all get to a replica"
+        while sorted(in_flight_by_pid(data_plane, echo).values()) != [2, 2]:  # two on each replica
+            assert time.monotonic() < deadline, \
+                f"the four requests did not get two to each replica: {in_flight_by_pid(data_plane, echo)}"
             time.sleep(0.1)
+        assert in_flight_by_pid(data_plane, echo)[placed[0]["pid"]] == 2
         cluster.remove_node(doomed, allow_graceful=False)
         answers = [call.result() for call in calls]
     lost = [a for a in answers if a.status_code == 503]

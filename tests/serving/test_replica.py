@@ -67,3 +67,23 @@ def test_a_request_unanswered_within_the_timeout_is_a_504(tmp_path: Path, stream
             await asyncio.sleep(0.01)
 
     asyncio.run(main())
+
+
+def test_a_stats_call_is_not_a_request_in_flight(tmp_path: Path) -> None:
+    """Polling a replica's stats must not steer requests to its sibling, nor count as load for the autoscaler."""
+    async def main() -> None:
+        replica, worker = await ready_replica(tmp_path)
+        request = InvocationRequest(body=b"{}")
+        call = asyncio.ensure_future(replica.invoke(request, 5))
+        assert (await worker.receive())[0]["op"] == "invoke"
+        stats = asyncio.ensure_future(replica.stats())
+        header, _ = await worker.receive()
+        assert header["op"] == "stats"
+        assert replica.in_flight == 1  # the invocation's only, while the stats call waits for its answer
+        await worker.send({"op": "stats", "id": header["id"], "stats": {"queued": 0}})
+        assert (await stats)["queued"] == 0
+        worker.close()
+        with pytest.raises(ReplicaLost):
+            await call
+
+    asyncio.run(main())

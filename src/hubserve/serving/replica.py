@@ -217,7 +217,8 @@ class Replica:
         return decode_record_results(result.body)
 
     async def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = await self._call({"op": "stats"}, b"", 10.0)
+        # Not a request: weight 0, so that polling the stats neither steers requests away nor counts as load.
+        stats: dict[str, Any] = await self._call({"op": "stats"}, b"", 10.0, weight=0)
         return stats
 
     async def _call(self, header: dict[str, Any], body: bytes, timeout: float, weight: int = 1) -> Any:
