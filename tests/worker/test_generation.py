@@ -318,6 +318,28 @@ def test_tokens_arrive_as_they_are_generated(engine: GenerationEngine, lm: tuple
     assert arrivals[-1] - arrivals[0] > 0.3 * (arrivals[-1] - started)
 
 
+def test_a_request_not_streamed_gets_its_events_at_once_with_the_last(
+        engine: GenerationEngine, lm: tuple[Any, Any]) -> None:
+    """A whole answer wakes its event loop once, not once per token: its queue goes from empty to every event."""
+    new_tokens = 40
+
+    async def main(streamed: bool) -> tuple[set[int], list[int]]:
+        tokens = engine.open(encode(lm, "Hello"), greedy(new_tokens, min_new_tokens=new_tokens), streamed=streamed)
+        queue = tokens._queue
+        seen = set()
+        while queue.qsize() < new_tokens:
+            seen.add(queue.qsize())
+            await asyncio.sleep(0)
+        return seen, [event.id async for event in tokens]
+
+    seen, ids = asyncio.run(main(streamed=False))
+    assert seen == {0}
+    assert ids == reference(lm, encode(lm, "Hello"), new_tokens)
+    seen, ids = asyncio.run(main(streamed=True))
+    assert len(seen) > 1  # streamed, they come as they are made
+    assert ids == reference(lm, encode(lm, "Hello"), new_tokens)
+
+
 def test_cancelling_the_consuming_task_cancels_the_request(engine: GenerationEngine, lm: tuple[Any, Any]) -> None:
     async def consume(stream: AsyncIterator[TokenEvent]) -> None:
         async for _ in stream:

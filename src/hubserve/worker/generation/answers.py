@@ -29,6 +29,7 @@ class Plan:
     params: list[SamplingParams]
     return_full_text: bool
     listed: bool  # `inputs` was a list of prompts or conversations: one answer list each
+    streaming: bool = False  # its events go out as they come (else they are wanted all at once, at the end)
 
 
 def answer(prompt: Prompt, result: GenerationResult, full_text: bool) -> dict[str, Any]:

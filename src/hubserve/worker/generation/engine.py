@@ -120,13 +120,14 @@ class GenerationEngine:
             thread.join()
         self._thread = None
 
-    def open(self, prompt_ids: Sequence[int], params: SamplingParams) -> TokenStream:
-        """Queue a request (from a running event loop); BadRequest or Overloaded here, before any event."""
+    def open(self, prompt_ids: Sequence[int], params: SamplingParams, streamed: bool = True) -> TokenStream:
+        """Queue a request (from a running event loop); BadRequest or Overloaded here, before any event. Not
+        `streamed`, its events all come at once with the last one."""
         loop = asyncio.get_running_loop()
         self.limits.check(len(prompt_ids), params.max_new_tokens)
         eos = params.eos_token_ids if params.eos_token_ids is not None else self.eos_ids
         queue: asyncio.Queue[Outcome] = asyncio.Queue()
-        request = Request(prompt_ids, params, eos, self.scheduler.tokenizer, (loop, queue))
+        request = Request(prompt_ids, params, eos, self.scheduler.tokenizer, (loop, queue), streamed)
         with self._condition:
             if self._active >= self.limits.max_concurrent_requests:
                 raise Overloaded(
@@ -150,7 +151,7 @@ class GenerationEngine:
             tokens.cancel()
 
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> GenerationResult:
-        tokens = self.open(prompt_ids, params)
+        tokens = self.open(prompt_ids, params, streamed=False)
         try:
             return await tokens.result()
         finally:
@@ -225,12 +226,19 @@ class GenerationEngine:
         return arrivals
 
     def _deliver(self, outbox: Outbox, left: int) -> None:
-        """Hand each event loop its requests' outcomes in one callback."""
+        """Hand each event loop its requests' outcomes in one callback (the events of a request not streamed only
+        with its last one)."""
         if left:
             with self._condition:
                 self._active -= left
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, Outcome]]] = defaultdict(list)
         for request, outcome in outbox:
+            if not request.streamed:
+                if isinstance(outcome, TokenEvent) and outcome.result is None:
+                    request.held.append(outcome)
+                    continue
+                by_loop[request.sink[0]].extend((request, held) for held in request.held)
+                request.held = []
             by_loop[request.sink[0]].append((request, outcome))
         for loop, items in by_loop.items():
             try:

@@ -49,12 +49,17 @@ class Request:
     `cancelled` may be set from any thread: the scheduler drops the request at its next step."""
 
     def __init__(
-        self, prompt_ids: Sequence[int], params: SamplingParams, eos_ids: Sequence[int], tokenizer: Any, sink: Any
+        self, prompt_ids: Sequence[int], params: SamplingParams, eos_ids: Sequence[int], tokenizer: Any, sink: Any,
+        streamed: bool = True,
     ) -> None:
         self.prompt_ids = list(prompt_ids)
         self.params = params
         self.eos_ids = frozenset(eos_ids)
         self.sink = sink
+        # Whether its consumer takes each token's event as it comes; if not, the events are held (`held`) and handed
+        # over with the last one, so that a whole answer costs its event loop one wake, not one per token.
+        self.streamed = streamed
+        self.held: list[Outcome] = []
         self.cancelled = False
         self.done = False
         self.token_ids: list[int] = []

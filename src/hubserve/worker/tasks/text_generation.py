@@ -402,7 +402,7 @@ class TextGenerationAdapter(PipelineAdapter):
             kept, new_tokens = bounds.fit(len(prompt.ids))
             prompts.append(prompt)
             params.append(sampling_params(config, new_tokens, kept, seed, stop, **settings))
-        return Plan(prompts, params, full_text, listed)
+        return Plan(prompts, params, full_text, listed, streaming)
 
     def _engine_settings(self, given: dict[str, Any]) -> dict[str, Any]:
         """The engine-only settings a request gave (None for not set), as SamplingParams fields; its grammar
@@ -447,7 +447,7 @@ class TextGenerationAdapter(PipelineAdapter):
         streams: list[TokenStream] = []
         try:
             for prompt, params in zip(plan.prompts, plan.params, strict=True):
-                streams.append(self.engine.open(prompt.ids, params))
+                streams.append(self.engine.open(prompt.ids, params, streamed=plan.streaming))
         except BaseException:
             for stream in streams:
                 stream.cancel()
