@@ -165,7 +165,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gguf", choices=("bf16", "q4_1"), default="bf16")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for hubserve's server and replicas (not llama-server's)")
     args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
     models = real_models(CACHE)
     gguf = bf16_gguf(models.generation_source, models.cache) if args.gguf == "bf16" else models.generation_source
     build = cached_build(CACHE)
@@ -174,7 +177,7 @@ def main() -> None:
     ids = prompt_ids(models.generation_folder)
     work = Path(tempfile.mkdtemp(prefix="hubserve-one-stream-"))
     token = "hs_admin_bench-" + secrets.token_hex(8)
-    with peers.hubserve(work / "home", token, work / "logs") as server, \
+    with peers.hubserve(work / "home", token, work / "logs", env=env) as server, \
             llama_server(build.binary, gguf, work / "logs") as peer:
         admin = HubserveAdmin(server.url, token)
         try:
