@@ -4,7 +4,13 @@ bounded in size; a worker's connection opens with a fixed-size preamble that say
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import os
+import select
+import socket
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,3 +126,143 @@ class Channel:
 
     def close(self) -> None:
         self._writer.close()
+
+
+# What a threaded channel holds unsent before `send` waits for the socket to drain (as asyncio's default does).
+HIGH_WATER = 1 << 20
+
+
+class ThreadedChannel(Channel):
+    """A channel whose frames may also be written from other threads (`write_now`): a worker's generation thread
+    writes each token's frame itself instead of waking the event loop for it. Every write, the loop's too, goes
+    through one lock onto the socket (a duplicate of the transport's, which then only reads), so frames leave whole
+    and in the order they were written. What the socket cannot take at once waits in order for a flusher thread,
+    which sends it as the socket drains (an answer of megabytes; a reader that lags)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 limits: FrameLimits = FrameLimits()) -> None:
+        super().__init__(reader, writer, limits)
+        transport_socket = writer.get_extra_info("socket")
+        self._socket = socket.socket(fileno=os.dup(transport_socket.fileno()))
+        self._socket.setblocking(False)
+        self._lock = threading.Lock()
+        self._unsent: collections.deque[memoryview] = collections.deque()
+        self._unsent_bytes = 0
+        self._flusher: threading.Thread | None = None
+        self._failure: str | None = None
+        self._drained: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    @classmethod
+    async def connect(cls, host: str, port: int, preamble: Preamble, limits: FrameLimits) -> Channel:
+        reader, writer = await asyncio.open_connection(host, port, limit=2**26)
+        channel = cls(reader, writer, limits)
+        channel.write_now([preamble.pack()])
+        return channel
+
+    @staticmethod
+    def frame(header: dict[str, Any], body: bytes = b"") -> list[bytes]:
+        raw = orjson.dumps(header)
+        return [_LENGTHS.pack(len(raw), len(body)), raw, body]
+
+    async def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        if self._failure is not None:
+            raise ChannelClosed(self._failure)
+        # The loop's frames of one turn leave in one write, as Channel's do. Another thread's frames may overtake
+        # them: what must stay in order (a stream's last chunk and its end after its other chunks) is so already.
+        self._outbox += self.frame(header, body)
+        if len(self._outbox) == 3:
+            asyncio.get_running_loop().call_soon(self._flush)
+        if self._unsent_bytes > HIGH_WATER:  # back-pressure: wait while the socket is behind
+            future = asyncio.get_running_loop().create_future()
+            with self._lock:
+                if self._unsent_bytes > HIGH_WATER and self._failure is None:
+                    self._drained.append((asyncio.get_running_loop(), future))
+                else:
+                    future.set_result(None)
+            await future
+            if self._failure is not None:
+                raise ChannelClosed(self._failure)
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        with contextlib.suppress(ChannelClosed):  # the sender heard of it, or hears at its next send
+            self.write_now(frames)
+
+    def write_now(self, chunks: list[bytes]) -> None:
+        """Write these frames' bytes now, from any thread (ChannelClosed once the connection is gone)."""
+        data = b"".join(chunks)
+        with self._lock:
+            if self._failure is not None:
+                raise ChannelClosed(self._failure)
+            if self._unsent:  # behind what waits already: in order
+                self._keep(memoryview(data))
+                return
+            try:
+                sent = self._socket.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._fail(f"channel closed: {exc}")
+                raise ChannelClosed(self._failure) from exc
+            if sent < len(data):
+                self._keep(memoryview(data)[sent:])
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_unsent, name="channel-flusher", daemon=True)
+                    self._flusher.start()
+
+    def _keep(self, data: memoryview) -> None:
+        self._unsent.append(data)
+        self._unsent_bytes += len(data)
+
+    def _flush_unsent(self) -> None:
+        poller = select.poll()
+        poller.register(self._socket.fileno(), select.POLLOUT)
+        while True:
+            with self._lock:
+                while self._unsent and self._failure is None:
+                    head = self._unsent[0]
+                    try:
+                        sent = self._socket.send(head)
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        self._fail(f"channel closed: {exc}")
+                        break
+                    self._unsent_bytes -= sent
+                    if sent < len(head):
+                        self._unsent[0] = head[sent:]
+                    else:
+                        self._unsent.popleft()
+                if self._unsent_bytes <= HIGH_WATER // 2:
+                    self._wake_senders()
+                if not self._unsent or self._failure is not None:
+                    self._flusher = None
+                    return
+            poller.poll(100)  # writable again (or 100 ms, to look at a close)
+
+    def _fail(self, reason: str) -> None:
+        """Called holding the lock: the connection is gone, and what waited is dropped."""
+        self._failure = reason
+        self._unsent.clear()
+        self._unsent_bytes = 0
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        for loop, future in self._drained:
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(_resolve, future)
+        self._drained = []
+
+    def close(self) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._fail("channel closed")
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+            self._socket.close()
+        super().close()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

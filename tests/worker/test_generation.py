@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -14,9 +16,12 @@ from typing import Any
 import pytest
 import torch
 
+from hubserve.channel import Channel, ThreadedChannel
 from hubserve.errors import BadRequest, ModelError, Overloaded
 from hubserve.worker.generation import GenerationEngine, SamplingParams, TokenEvent
+from hubserve.worker.generation.answers import tgi_chunk
 from hubserve.worker.generation.decoding import TextStream, raw_decoder
+from hubserve.worker.generation.direct import CHUNK_SINK, ChunkSink
 from hubserve.worker.generation.params import limits_from_env
 from hubserve.worker.generation.scheduler import Outbox, Request, Scheduler
 from hubserve.worker.generation.types import GenerationLimits
@@ -338,6 +343,34 @@ def test_a_request_not_streamed_gets_its_events_at_once_with_the_last(
     seen, ids = asyncio.run(main(streamed=True))
     assert len(seen) > 1  # streamed, they come as they are made
     assert ids == reference(lm, encode(lm, "Hello"), new_tokens)
+
+
+def test_a_streams_token_frames_are_written_by_the_generation_thread(
+        engine: GenerationEngine, lm: tuple[Any, Any]) -> None:
+    """Under a ChunkSink, a stream opened with a shape has its token events (but the last) written to the channel by
+    the generation thread: its event loop gets only the last one, and the frames come in order."""
+    new_tokens = 30
+    prompt = encode(lm, "Hello")
+
+    async def main() -> tuple[list[TokenEvent], list[tuple[dict[str, Any], bytes]]]:
+        ours, theirs = socket.socketpair()
+        receiver = Channel(*await asyncio.open_connection(sock=ours))
+        sender = ThreadedChannel(*await asyncio.open_connection(sock=theirs))
+        CHUNK_SINK.set(ChunkSink(sender, 7))
+        tokens = engine.open(prompt, greedy(new_tokens, min_new_tokens=new_tokens), shape=tgi_chunk)
+        events = [event async for event in tokens]
+        frames = [await asyncio.wait_for(receiver.receive(), 10) for _ in range(new_tokens - 1)]
+        sender.close()
+        receiver.close()
+        return events, frames
+
+    events, frames = asyncio.run(main())
+    assert len(events) == 1 and events[0].result is not None  # the last only came through the event loop
+    assert all(header == {"op": "chunk", "id": 7} for header, _ in frames)
+    shaped = [json.loads(body) for _, body in frames]
+    assert [event["index"] for event in shaped] == list(range(1, new_tokens))
+    assert [event["token"]["id"] for event in shaped] + [events[0].id] == reference(lm, prompt, new_tokens)
+    assert all(event["generated_text"] is None and event["details"] is None for event in shaped)
 
 
 def test_cancelling_the_consuming_task_cancels_the_request(engine: GenerationEngine, lm: tuple[Any, Any]) -> None:

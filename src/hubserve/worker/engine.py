@@ -24,6 +24,7 @@ from hubserve.spec import EngineSpec
 from hubserve.worker import codecs, protocols
 from hubserve.worker.batching import DynamicBatcher, Work
 from hubserve.worker.config import WorkerConfig
+from hubserve.worker.generation.direct import ChunkSink, chunk_sink
 from hubserve.worker.handlers import ChunkStream, CustomCode, TaskModel
 from hubserve.worker.loader import load_handler
 from hubserve.worker.torch_threads import adopt_torch_threads
@@ -144,16 +145,18 @@ class Engine:
                 except Overloaded:
                     await asyncio.sleep(OVERLOADED_RETRY_S)
 
-    async def stream(self, request: InvocationRequest) -> AsyncGenerator[protocols.Event, None]:
+    async def stream(self, request: InvocationRequest,
+                     sink: ChunkSink | None = None) -> AsyncGenerator[protocols.Event, None]:
         """Events of a streamed answer (one per token, then a final one; for RESPONSE_STREAM a StreamHead, then raw
-        chunks); errors come before the first."""
+        chunks); errors come before the first. Where the events reach the channel as they are, generation may write
+        its token events to `sink` itself: then only the last comes here."""
         if self.custom is not None and request.route is Route.RESPONSE_STREAM:
             async with contextlib.aclosing(self._custom_chunks(request)) as chunks:
                 async for chunk in chunks:
                     yield chunk
             return
         if self._protocol(request):
-            async for event in await protocols.stream(self, request):
+            async for event in await protocols.stream(self, request, sink):
                 yield event
             return
         if self.generator is None or self.model is None:
@@ -161,7 +164,8 @@ class Engine:
         work = await self._decode(request)
         events = self.generator.stream_async(work.inputs, work.parameters)
         if asyncio.iscoroutine(events):
-            events = await events
+            with chunk_sink(sink):  # these events go to the channel as they are
+                events = await events
         async for event in events:
             yield event
 

@@ -14,13 +14,14 @@ import traceback
 
 import uvloop
 
-from hubserve.channel import Channel, ChannelClosed, FrameLimits, Preamble
+from hubserve.channel import Channel, ChannelClosed, FrameLimits, Preamble, ThreadedChannel
 from hubserve.errors import HubserveError, ModelError
 from hubserve.invocation import InvocationRequest
 from hubserve.spec import MAX_PAYLOAD_BYTES
 from hubserve.worker.backends import check_backend
 from hubserve.worker.config import CONFIG_ENV, WorkerConfig
 from hubserve.worker.engine import Engine
+from hubserve.worker.generation.direct import ChunkSink
 from hubserve.worker.torch_threads import on_passing_thread
 
 log = logging.getLogger("hubserve.worker")
@@ -100,8 +101,11 @@ class ReplicaServer:
 
     async def _stream(self, request_id: int, request: InvocationRequest) -> None:
         assert self.engine is not None
+        # Generation may write this stream's token frames itself (see generation.direct).
+        sink = ChunkSink(self.channel, request_id) if isinstance(self.channel, ThreadedChannel) else None
         try:
-            async with contextlib.aclosing(self.engine.stream(request)) as events:  # closed at once when cancelled
+            # Closed at once when cancelled.
+            async with contextlib.aclosing(self.engine.stream(request, sink)) as events:
                 async for event in events:
                     body = event if isinstance(event, bytes) else json.dumps(event).encode()
                     await self._reply({"op": "chunk", "id": request_id}, body)
@@ -132,7 +136,7 @@ async def _amain(config: WorkerConfig) -> int:
     # A request body is at most the endpoint's max_payload_bytes, but an update may raise that without restarting
     # this replica: bodies are held to the most any endpoint may take.
     limits = FrameLimits(header=REQUEST_HEADER_LIMIT, body=MAX_PAYLOAD_BYTES)
-    channel = await Channel.connect(config.host, config.port, preamble, limits)
+    channel = await ThreadedChannel.connect(config.host, config.port, preamble, limits)
     log.info("replica %s connected to the server's worker hub at %s:%d", config.replica_id, config.host, config.port)
     try:
         return await ReplicaServer(config, channel).run()

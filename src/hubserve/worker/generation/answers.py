@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,11 @@ async def tgi_events(tokens: TokenStream, prefix: str) -> AsyncIterator[dict[str
             yield tgi_event(event, prefix)
     finally:
         tokens.cancel()
+
+
+def tgi_chunk(event: TokenEvent) -> bytes:
+    """A token's TGI stream event, but the last, as the worker sends it (see generation.direct)."""
+    return json.dumps(tgi_event(event, "")).encode()
 
 
 def tgi_event(event: TokenEvent, prefix: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """`GenerationEngine`: the scheduler on one background thread, with an asyncio face. Requests are checked on the
-caller's side (BadRequest, Overloaded), token events come back through `loop.call_soon_threadsafe`, once per step.
+caller's side (BadRequest, Overloaded), token events come back through `loop.call_soon_threadsafe`, once per step
+(a whole answer's all at once with its last; a direct stream's straight to the worker's channel, see `direct`).
 
 Why not transformers' `ContinuousBatchingManager` (5.23): on this CPU it ran no faster than one padded
 `generate()` even offline, `transformers serve --continuous-batching` reached about half of it, it has one seed
@@ -20,7 +21,9 @@ from typing import Any, TypeVar
 
 import torch
 
+from hubserve.channel import ChannelClosed, ThreadedChannel
 from hubserve.errors import ModelError, NoReadyReplica, Overloaded
+from hubserve.worker.generation.direct import Shape, direct_route
 from hubserve.worker.generation.forward import as_batch_model
 from hubserve.worker.generation.grammar import GrammarCompiler
 from hubserve.worker.generation.scheduler import Outbox, Outcome, Request, Scheduler
@@ -120,14 +123,17 @@ class GenerationEngine:
             thread.join()
         self._thread = None
 
-    def open(self, prompt_ids: Sequence[int], params: SamplingParams, streamed: bool = True) -> TokenStream:
+    def open(self, prompt_ids: Sequence[int], params: SamplingParams, streamed: bool = True,
+             shape: Shape | None = None) -> TokenStream:
         """Queue a request (from a running event loop); BadRequest or Overloaded here, before any event. Not
-        `streamed`, its events all come at once with the last one."""
+        `streamed`, its events all come at once with the last one. Streamed with a `shape`, under a ChunkSink
+        (`direct`), its token events are written by the generation thread, and only the last one comes here."""
         loop = asyncio.get_running_loop()
         self.limits.check(len(prompt_ids), params.max_new_tokens)
         eos = params.eos_token_ids if params.eos_token_ids is not None else self.eos_ids
         queue: asyncio.Queue[Outcome] = asyncio.Queue()
         request = Request(prompt_ids, params, eos, self.scheduler.tokenizer, (loop, queue), streamed)
+        request.direct = direct_route(shape) if streamed else None
         with self._condition:
             if self._active >= self.limits.max_concurrent_requests:
                 raise Overloaded(
@@ -232,7 +238,21 @@ class GenerationEngine:
             with self._condition:
                 self._active -= left
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, Outcome]]] = defaultdict(list)
+        written: dict[ThreadedChannel, tuple[list[bytes], list[Request]]] = {}
         for request, outcome in outbox:
+            if request.direct is not None and isinstance(outcome, TokenEvent) and outcome.result is None:
+                if request.cancelled:  # its reader is gone: nothing to write
+                    continue
+                try:
+                    frame = request.direct.sink.frame(request.direct.shape(outcome))
+                except Exception:  # a bug: this and the rest of its events go the event loop's way
+                    log.exception("a token event could not be shaped on the generation thread")
+                    request.direct = None
+                else:
+                    frames, requests = written.setdefault(request.direct.sink.channel, ([], []))
+                    frames += frame
+                    requests.append(request)
+                    continue
             if not request.streamed:
                 if isinstance(outcome, TokenEvent) and outcome.result is None:
                     request.held.append(outcome)
@@ -240,6 +260,12 @@ class GenerationEngine:
                 by_loop[request.sink[0]].extend((request, held) for held in request.held)
                 request.held = []
             by_loop[request.sink[0]].append((request, outcome))
+        for channel, (frames, requests) in written.items():  # before the loops hear of any last event
+            try:
+                channel.write_now(frames)
+            except ChannelClosed:  # the server went away: nobody is listening any more
+                for request in requests:
+                    request.cancelled = True
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_put_all, items)

@@ -19,6 +19,7 @@ from hubserve.errors import HubserveError, ModelError
 from hubserve.histogram import EXPORTED_LATENCY_BOUNDS_S, Histogram
 from hubserve.worker.generation.batch import shared_prefix_length
 from hubserve.worker.generation.decoding import TextStream
+from hubserve.worker.generation.direct import Direct
 from hubserve.worker.generation.forward import RunningBatch, SharedPrefix, as_batch_model, serves
 from hubserve.worker.generation.grammar import grammar_vocab_size, refused_tokens
 from hubserve.worker.generation.sampling import RowSampling, choose
@@ -60,6 +61,8 @@ class Request:
         # over with the last one, so that a whole answer costs its event loop one wake, not one per token.
         self.streamed = streamed
         self.held: list[Outcome] = []
+        # Where its token events (not the last) are written straight from the generation thread, if anywhere.
+        self.direct: Direct | None = None
         self.cancelled = False
         self.done = False
         self.token_ids: list[int] = []

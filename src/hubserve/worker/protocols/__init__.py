@@ -18,6 +18,7 @@ import orjson
 
 from hubserve.errors import BadRequest, NotFound
 from hubserve.invocation import InvocationRequest, InvocationResult, Route
+from hubserve.worker.generation.direct import ChunkSink, chunk_sink
 
 if TYPE_CHECKING:
     from hubserve.worker.engine import Engine
@@ -37,6 +38,9 @@ class Handler:
 
     invoke: Invoke | None = None
     stream: Stream | None = None
+    # Whether `stream`'s events reach the worker's channel as they are (each its JSON): then the generation thread
+    # may write the token events itself (generation.direct). Not so for a handler whose events another wraps.
+    direct: bool = False
 
 
 def json_object(request: InvocationRequest) -> dict[str, Any]:
@@ -84,9 +88,11 @@ async def invoke(engine: Engine, request: InvocationRequest) -> InvocationResult
     return await handler.invoke(engine, request)
 
 
-async def stream(engine: Engine, request: InvocationRequest) -> AsyncIterator[Event]:
+async def stream(engine: Engine, request: InvocationRequest, sink: ChunkSink | None = None) -> AsyncIterator[Event]:
+    """The route's stream; a `direct` handler's token events go to `sink` from the generation thread."""
     handler = handler_for(engine, request.route)
     if handler.stream is None:
         raise BadRequest(f"this endpoint's task ({engine.task}) does not stream on the {request.route} route; "
                          "leave out \"stream\"")
-    return await handler.stream(engine, request)
+    with chunk_sink(sink if handler.direct else None):
+        return await handler.stream(engine, request)

@@ -12,7 +12,7 @@ from hubserve import __version__
 from hubserve.errors import BadRequest, NotFound
 from hubserve.invocation import InvocationRequest, InvocationResult, Route
 from hubserve.worker.generation import TokenEvent, TokenStream
-from hubserve.worker.generation.answers import Plan, Prompt, tgi_event
+from hubserve.worker.generation.answers import Plan, Prompt, tgi_chunk, tgi_event
 from hubserve.worker.protocols import Handler, json_result, register
 from hubserve.worker.tasks.text_generation import TextGenerationAdapter
 from hubserve.worker.tasks.truncation import leading_text
@@ -49,7 +49,7 @@ def open_one(adapter: TextGenerationAdapter, inputs: Any, parameters: dict[str, 
     plan = adapter.plan(inputs, parameters, streaming=streaming)
     if plan.listed:
         raise BadRequest("`inputs` must be one prompt string (or one conversation), not a list")
-    return plan, adapter.open(plan)[0]
+    return plan, adapter.open(plan, shape=tgi_chunk if streaming else None)[0]
 
 
 def decoded(engine: Engine, request: InvocationRequest, *, full_text: bool | None) -> tuple[Any, dict[str, Any]]:
@@ -167,7 +167,7 @@ async def info(engine: Engine, request: InvocationRequest) -> InvocationResult:
 
 
 register(Route.GENERATE, Handler(invoke=generate), TASKS)
-register(Route.GENERATE_STREAM, Handler(stream=generate_stream), TASKS)
-register(Route.ROOT, Handler(invoke=compat, stream=generate_stream), TASKS)
+register(Route.GENERATE_STREAM, Handler(stream=generate_stream, direct=True), TASKS)
+register(Route.ROOT, Handler(invoke=compat, stream=generate_stream, direct=True), TASKS)
 register(Route.TOKENIZE, Handler(invoke=tokenize), TASKS)
 register(Route.INFO, Handler(invoke=info), TASKS)

@@ -25,7 +25,8 @@ from transformers import GenerationConfig, Pipeline, StoppingCriteriaList, set_s
 from hubserve.errors import BadRequest, HubserveError
 from hubserve.worker.backends.session import BackendUnavailable
 from hubserve.worker.generation import GenerationEngine, GenerationLimits, TokenStream
-from hubserve.worker.generation.answers import Plan, Prompt, answer, tgi_events
+from hubserve.worker.generation.answers import Plan, Prompt, answer, tgi_chunk, tgi_events
+from hubserve.worker.generation.direct import Shape
 from hubserve.worker.generation.params import (
     PromptBounds,
     limits_from_env,
@@ -317,7 +318,7 @@ class TextGenerationAdapter(PipelineAdapter):
         prompt, prefix = plan.prompts[0], ""
         if plan.return_full_text:  # TGI puts the prompt before the text; a conversation's is its rendering
             prefix = self.render_chat(prompt.messages) if prompt.messages is not None else prompt.text or ""
-        return tgi_events(self.open(plan)[0], prefix)
+        return tgi_events(self.open(plan, shape=tgi_chunk)[0], prefix)
 
     def warmup(self) -> None:
         if self.engine is not None:
@@ -437,8 +438,9 @@ class TextGenerationAdapter(PipelineAdapter):
         except TemplateError as exc:
             raise BadRequest(f"the model's chat template refused these messages: {exc}") from None
 
-    def open(self, plan: Plan) -> list[TokenStream]:
-        """Queue every prompt of `plan`; if one is refused, those already queued are cancelled."""
+    def open(self, plan: Plan, shape: Shape | None = None) -> list[TokenStream]:
+        """Queue every prompt of `plan`; if one is refused, those already queued are cancelled. Streamed, `shape`
+        lets the generation thread write the token events itself (see generation.direct)."""
         assert self.engine is not None
         most = self.engine.limits.max_concurrent_requests
         if len(plan.prompts) > most:  # a 429 would have the client retry a request that can never fit
@@ -447,7 +449,7 @@ class TextGenerationAdapter(PipelineAdapter):
         streams: list[TokenStream] = []
         try:
             for prompt, params in zip(plan.prompts, plan.params, strict=True):
-                streams.append(self.engine.open(prompt.ids, params, streamed=plan.streaming))
+                streams.append(self.engine.open(prompt.ids, params, streamed=plan.streaming, shape=shape))
         except BaseException:
             for stream in streams:
                 stream.cancel()
