@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -24,8 +25,17 @@ from hubserve.errors import BadRequest
 from hubserve.worker.backends import check_backend
 from hubserve.worker.backends.session import BackendUnavailable
 from hubserve.worker.generation import GenerationEngine, SamplingParams
+from hubserve.worker.generation.batch import PAD
 from hubserve.worker.generation.gguf_pipeline import tokenizer_mismatch
-from hubserve.worker.generation.llamacpp import FORWARD_TOKENS, CacheShape, LlamaCppModel, Span
+from hubserve.worker.generation.llamacpp import (
+    FORWARD_TOKENS,
+    TOKEN_ROOM,
+    CacheShape,
+    LlamaBatch,
+    LlamaCppModel,
+    Sequences,
+    Span,
+)
 from hubserve.worker.generation.sampling import RowSampling, choose
 from hubserve.worker.generation.scheduler import Outbox, Request, Scheduler
 from hubserve.worker.generation.types import GenerationLimits, GenerationResult, TokenEvent
@@ -481,3 +491,23 @@ def test_the_ggufs_tokenizer_and_config_are_built_once_then_loaded_as_saved(tmp_
     (folder / SMOLLM_FILE).write_bytes((folder / SMOLLM_FILE).read_bytes())  # a changed file is read again
     assert saved_metadata(folder, options)[0] != saved
     assert saved_metadata(folder, LoadOptions(gguf_file=SMOLLM_FILE)) == (folder, LoadOptions(gguf_file=SMOLLM_FILE))
+
+
+def test_a_batch_grows_its_token_ids_in_place_as_torch_cat_would() -> None:
+    """LlamaBatch keeps room after its last column: appends across that room's end, and rows kept or added
+    meanwhile, give the token ids a fresh concatenation gives."""
+    owner = Sequences(memory=None, count=8)
+    batch = LlamaBatch(owner.take(2), np.array([3, 2]), torch.tensor([[5, 6, 7], [PAD, 8, 9]]), owner)
+    expected = batch.token_ids.clone()
+    for step in range(TOKEN_ROOM + 10):
+        tokens = torch.tensor([100 + step, 200 + step])
+        batch.append(tokens)
+        expected = torch.cat([expected, tokens[:, None]], dim=1)
+        assert torch.equal(batch.token_ids, expected)
+    other = LlamaBatch(owner.take(1), np.array([1]), torch.tensor([[42]]), owner)
+    batch.extend(other)
+    batch.append(torch.tensor([1, 2, 3]))
+    assert batch.token_ids.shape == (3, expected.shape[1] + 1)
+    assert batch.token_ids[2, -2:].tolist() == [42, 3] and batch.token_ids[:2, :-1].equal(expected)
+    batch.keep([2])
+    assert batch.token_ids.tolist() == [[42, 3]]  # the columns that were padding in every kept row went

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from hubserve.worker.generation.stream import TokenStream
 from hubserve.worker.generation.types import GenerationResult, SamplingParams, TokenEvent
@@ -56,8 +57,10 @@ async def tgi_events(tokens: TokenStream, prefix: str) -> AsyncIterator[dict[str
 
 
 def tgi_chunk(event: TokenEvent) -> bytes:
-    """A token's TGI stream event, but the last, as the worker sends it (see generation.direct)."""
-    return json.dumps(tgi_event(event, "")).encode()
+    """A token's TGI stream event, but the last, written by the generation thread (see generation.direct): compact,
+    as TGI's own (serde_json) are, and in orjson, the fastest there (a -inf or NaN log-probability, which JSON
+    cannot hold, is null)."""
+    return orjson.dumps(tgi_event(event, ""))
 
 
 def tgi_event(event: TokenEvent, prefix: str) -> dict[str, Any]:

@@ -68,6 +68,8 @@ FORWARD_TOKENS = 512
 SPARE_SEQUENCES = 2
 # llama.cpp's most sequences in one context (LLAMA_MAX_SEQ).
 MAX_SEQUENCES = 256
+# Columns a batch's token ids grow by at least when full (LlamaBatch.append).
+TOKEN_ROOM = 64
 # The KV cache of all sequences together, unless TGI's MAX_BATCH_TOTAL_TOKENS sizes it: each sequence holds a
 # request's longest (max_total_tokens), so that many rows fit, or, where max_total_tokens was left to the model's
 # context, as many tokens per row as fit (at least MIN_ROW_TOKENS) beside max_batch_size rows.
@@ -159,11 +161,24 @@ class LlamaBatch:
         weakref.finalize(self, owner.release, seqs)
 
     @property
+    def token_ids(self) -> torch.Tensor:
+        return self._tokens[:, :self._width]
+
+    @token_ids.setter
+    def token_ids(self, value: torch.Tensor) -> None:
+        self._tokens, self._width = value, value.shape[1]
+
+    @property
     def size(self) -> int:
         return len(self.seqs)
 
     def append(self, tokens: torch.Tensor) -> None:
-        self.token_ids = torch.cat([self.token_ids, tokens[:, None]], dim=1)
+        """Add a column, into room kept after the last (a step's new copy of every row's tokens cost 50 us)."""
+        if self._width == self._tokens.shape[1]:
+            room = torch.full((self._tokens.shape[0], max(TOKEN_ROOM, self._width)), PAD, dtype=self._tokens.dtype)
+            self._tokens = torch.cat([self.token_ids, room], dim=1)
+        self._tokens[:, self._width] = tokens
+        self._width += 1
 
     def keep(self, rows: Sequence[int]) -> None:
         """Keep only `rows` (in that order): the others' sequences go, and the columns that are padding in every
