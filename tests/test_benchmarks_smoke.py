@@ -27,6 +27,7 @@ EXPECTED = {
         "hubserve, onnx backend": {"throughput (c=32)", "throughput (c=32) against ONNX Runtime", "latency p50 (c=1)"},
         "hubserve, openvino backend": {"throughput (c=32)", "throughput (c=32) against OpenVINO f32"},
         "hubserve, onnx backend, int8": {"throughput (c=32)", "throughput (c=32) against ONNX Runtime"},
+        "hubserve, openvino backend, bf16": {"throughput (c=32)", "throughput (c=32) against OpenVINO f32"},
     },
     "coldstart": {
         "tiny embedding model (sentence-embeddings, torch backend)": COLD,

@@ -28,7 +28,8 @@ BATCH = 32  # the offline limits' batch and hubserve's concurrency
 LATENCY_BLOCK = 10
 # hubserve's endpoints by name: the engine each runs and the offline runtime it is judged against beside PyTorch.
 SERVED = {"onnx": ({"backend": "onnx"}, ONNX_RUNTIME), "openvino": ({"backend": "openvino"}, OPENVINO),
-          "onnx-int8": ({"backend": "onnx", "precision": "int8"}, ONNX_RUNTIME)}
+          "onnx-int8": ({"backend": "onnx", "precision": "int8"}, ONNX_RUNTIME),
+          "openvino-bf16": ({"backend": "openvino", "precision": "bf16"}, OPENVINO)}
 HUBSERVE = "hubserve, onnx backend"
 PER_SECOND = "sentences/s"
 THROUGHPUT = f"throughput (c={BATCH})"
