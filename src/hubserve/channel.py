@@ -89,13 +89,25 @@ class Channel:
         writer.write(preamble.pack())
         return cls(reader, writer, limits)
 
-    async def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+    @staticmethod
+    def frame(header: dict[str, Any], body: bytes = b"") -> list[bytes]:
+        """A message's bytes as they go on the wire: the lengths, the JSON header, the body."""
         raw = orjson.dumps(header)
-        if self._writer.is_closing():
-            raise ChannelClosed("channel closed")
-        self._outbox += (_LENGTHS.pack(len(raw), len(body)), raw, body)
+        return [_LENGTHS.pack(len(raw), len(body)), raw, body]
+
+    async def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        frame = self.frame(header, body)
+        self._check_open()
+        self._outbox += frame
         if len(self._outbox) == 3:
             asyncio.get_running_loop().call_soon(self._flush)
+        await self._drain()
+
+    def _check_open(self) -> None:
+        if self._writer.is_closing():
+            raise ChannelClosed("channel closed")
+
+    async def _drain(self) -> None:
         async with self._write_lock:  # back-pressure: wait while the connection's buffer is full
             try:
                 await self._writer.drain()
@@ -159,19 +171,14 @@ class ThreadedChannel(Channel):
         channel.write_now([preamble.pack()])
         return channel
 
-    @staticmethod
-    def frame(header: dict[str, Any], body: bytes = b"") -> list[bytes]:
-        raw = orjson.dumps(header)
-        return [_LENGTHS.pack(len(raw), len(body)), raw, body]
+    # The loop's frames of one turn leave in one write, as Channel's do (`send`). Another thread's frames may overtake
+    # them: what must stay in order (a stream's last chunk and its end after its other chunks) is so already.
 
-    async def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+    def _check_open(self) -> None:
         if self._failure is not None:
             raise ChannelClosed(self._failure)
-        # The loop's frames of one turn leave in one write, as Channel's do. Another thread's frames may overtake
-        # them: what must stay in order (a stream's last chunk and its end after its other chunks) is so already.
-        self._outbox += self.frame(header, body)
-        if len(self._outbox) == 3:
-            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _drain(self) -> None:
         if self._unsent_bytes > HIGH_WATER:  # back-pressure: wait while the socket is behind
             future = asyncio.get_running_loop().create_future()
             with self._lock:
