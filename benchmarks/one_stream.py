@@ -19,6 +19,7 @@ import os
 import secrets
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,9 @@ class CpuMeter:
     """CPU per process group: the API process, the replicas' event loops (their main threads), the rest of the
     replicas (the generation thread and llama.cpp's), llama-server."""
 
-    def __init__(self, api: int, peer: int) -> None:
+    def __init__(self, api: int, peer: int, rest_s: float = 0.0) -> None:
         self.api, self.peer = api, peer
+        self.rest_s = rest_s
 
     def read(self) -> dict[str, int]:
         groups = {"api": sum(thread_cpu_ns(self.api).values()), "llama-server": sum(thread_cpu_ns(self.peer).values()),
@@ -97,6 +99,7 @@ class CpuMeter:
         return groups
 
     def measure(self, call: Callable[[], Sample]) -> Sample:
+        time.sleep(self.rest_s)  # the last sample's server settles first: its idle OpenMP threads spin a while
         before = self.read()
         sample = call()
         after = self.read()
@@ -165,6 +168,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gguf", choices=("bf16", "q4_1"), default="bf16")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rest", type=float, default=0.3, metavar="SECONDS",
+                        help="pause before each sample, so that neither server's spinning threads run into the "
+                             "other's turn (default 0.3)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for hubserve's server and replicas (not llama-server's)")
     args = parser.parse_args()
@@ -184,7 +190,7 @@ def main() -> None:
             admin.create("one-stream", str(gguf), "text-generation", **engine("llamacpp"))
             admin.wait_running("one-stream", backend="llamacpp")
             assert server.process is not None and peer.process is not None
-            meter = CpuMeter(server.process.pid, peer.process.pid)
+            meter = CpuMeter(server.process.pid, peer.process.pid, args.rest)
             results = alternate(samplers(admin, "one-stream", peer.url + "/completion", ids, meter), args.rounds)
         finally:
             admin.delete("one-stream")
