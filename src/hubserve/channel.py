@@ -86,8 +86,13 @@ class Channel:
     @classmethod
     async def connect(cls, host: str, port: int, preamble: Preamble, limits: FrameLimits) -> Channel:
         reader, writer = await asyncio.open_connection(host, port, limit=2**26)
-        writer.write(preamble.pack())
-        return cls(reader, writer, limits)
+        channel = cls(reader, writer, limits)
+        channel._write_first(preamble.pack())
+        return channel
+
+    def _write_first(self, data: bytes) -> None:
+        """Bytes before any frame (a worker's preamble)."""
+        self._writer.write(data)
 
     @staticmethod
     def frame(header: dict[str, Any], body: bytes = b"") -> list[bytes]:
@@ -164,12 +169,8 @@ class ThreadedChannel(Channel):
         self._failure: str | None = None
         self._drained: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
-    @classmethod
-    async def connect(cls, host: str, port: int, preamble: Preamble, limits: FrameLimits) -> Channel:
-        reader, writer = await asyncio.open_connection(host, port, limit=2**26)
-        channel = cls(reader, writer, limits)
-        channel.write_now([preamble.pack()])
-        return channel
+    def _write_first(self, data: bytes) -> None:
+        self.write_now([data])
 
     # The loop's frames of one turn leave in one write, as Channel's do (`send`). Another thread's frames may overtake
     # them: what must stay in order (a stream's last chunk and its end after its other chunks) is so already.
