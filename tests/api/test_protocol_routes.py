@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from hubserve.api.app import create_app
 from hubserve.api.errors import render_error
+from hubserve.api.event_relay import frames
 from hubserve.api.fast_lane import FastLane
 from hubserve.api.openai import OPENAI_EVENTS, ModelNotFound, render_openai_error
 from hubserve.api.operations import wants_stream
@@ -98,20 +99,20 @@ def framed(stream: AsyncIterator[bytes]) -> bytes:
 
 
 def test_tgi_streams_end_with_their_last_event_and_no_done() -> None:
-    body = framed(TGI_EVENTS.frames(replica_events({"index": 1}, {"index": 2})))
+    body = framed(frames(TGI_EVENTS, replica_events({"index": 1}, {"index": 2})))
     assert body == b'data: {"index": 1}\n\ndata: {"index": 2}\n\n'
 
 
 def test_openai_streams_end_with_done() -> None:
-    body = framed(OPENAI_EVENTS.frames(replica_events({"id": "c"})))
+    body = framed(frames(OPENAI_EVENTS, replica_events({"id": "c"})))
     assert body == b'data: {"id": "c"}\n\ndata: [DONE]\n\n'
     assert b"data:[DONE]" not in body
 
 
 def test_an_error_after_the_first_event_is_an_event_in_the_protocols_shape() -> None:
-    tgi = framed(TGI_EVENTS.frames(replica_events({"index": 1}, error=Overloaded("full"))))
+    tgi = framed(frames(TGI_EVENTS, replica_events({"index": 1}, error=Overloaded("full"))))
     assert tgi.split(b"\n\n")[1] == b'data: {"error":"full","error_type":"overloaded"}'
-    openai = framed(OPENAI_EVENTS.frames(replica_events({"id": "c"}, error=ModelError("boom"))))
+    openai = framed(frames(OPENAI_EVENTS, replica_events({"id": "c"}, error=ModelError("boom"))))
     events = openai.split(b"\n\n")
     assert json.loads(events[1].removeprefix(b"data: "))["error"]["message"] == "boom"
     assert events[2:] == [b"data: [DONE]", b""]

@@ -5,32 +5,13 @@ in time is a 504, streamed or not."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
 
-from hubserve.channel import Channel
+from fake_replica import ready_replica
 from hubserve.errors import InvocationTimeout, ReplicaLost
 from hubserve.invocation import InvocationRequest
-from hubserve.serving.context import ServingContext
-from hubserve.serving.hub import WorkerHub
-from hubserve.serving.replica import Replica
-from hubserve.serving.spawner import Spawner
-from hubserve.spec import EndpointSpec
-
-
-async def ready_replica(tmp_path: Path) -> tuple[Replica, Channel]:
-    """A ready replica, and the worker's end of its channel."""
-    context = ServingContext(hub=WorkerHub(), spawner=Spawner(tmp_path / "zygote.log"), logs_dir=tmp_path,
-                             models_dir=tmp_path, drain_timeout_s=1, save=lambda spec, status: None)
-    replica = Replica("e-1", EndpointSpec(name="e", model="m"), context, on_change=lambda r: None)
-    ours, theirs = socket.socketpair()
-    replica.attach(Channel(*await asyncio.open_connection(sock=ours)), pid=0)
-    worker = Channel(*await asyncio.open_connection(sock=theirs))
-    await worker.send({"op": "state", "state": "ready", "task": "echo"})
-    await replica.wait_settled()
-    return replica, worker
 
 
 @pytest.mark.parametrize("stream", [False, True])

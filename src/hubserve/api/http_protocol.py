@@ -3,6 +3,9 @@ headers slowly, or never, is cut off instead of holding a connection for ever (s
 
 uvicorn times out idle keep-alive connections only between requests, and not at all before the first one or once
 a request's first bytes arrived.
+
+Each request's scope also carries its uvicorn request cycle under `WIRE`, the connection a relayed event stream
+(`hubserve.api.event_relay`) writes its chunks to.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("hubserve")
 
 _MESSAGE = b"the request head did not arrive in time"
+WIRE = "hubserve.wire"
 REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_MESSAGE), _MESSAGE))
 
@@ -52,6 +56,8 @@ def with_head_timeout(seconds: float) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
+            if self.cycle is not None and self.cycle.scope is self.scope:  # not an upgrade, which makes no cycle
+                self.scope[WIRE] = self.cycle  # type: ignore[literal-required]
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

@@ -3,18 +3,19 @@ server-sent events are framed (TGI ends a stream with its last event, OpenAI wit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
 from fastapi import Request, Response
-from fastapi.responses import StreamingResponse
 
 from hubserve.api.common import accept_invocation
 from hubserve.api.errors import ErrorShape
+from hubserve.api.event_relay import RelayedEvents
 from hubserve.errors import HubserveError
 from hubserve.invocation import InvocationRequest, Route
 from hubserve.serving.endpoint import EndpointRuntime
+from hubserve.serving.replica import StreamedAnswer
 
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 OPENAI_DONE = b"data: [DONE]\n\n"
@@ -58,17 +59,15 @@ class EventStream:
     error: ErrorShape
     done: bytes = b""
 
-    async def frames(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        try:
-            async for event in events:
-                yield sse(event)
-        except HubserveError as exc:  # after the 200 went out, errors travel as an event
-            yield sse(orjson.dumps(self.error(exc)[1]))
-        if self.done:
-            yield self.done
+    def event(self, data: bytes) -> bytes:
+        return sse(data)
 
-    def response(self, events: AsyncIterator[bytes]) -> StreamingResponse:
-        return StreamingResponse(self.frames(events), media_type="text/event-stream", headers=SSE_HEADERS)
+    def failure(self, exc: HubserveError) -> bytes:
+        """The event an error after the 200 becomes."""
+        return sse(orjson.dumps(self.error(exc)[1]))
+
+    def response(self, answer: StreamedAnswer) -> RelayedEvents:
+        return RelayedEvents(answer, self, SSE_HEADERS)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from hubserve.invocation import InvocationRequest, InvocationResult, RecordResul
 from hubserve.serving.autoscaler import Autoscaler, Decision, Sample
 from hubserve.serving.capacity import process_memory
 from hubserve.serving.context import ServingContext
-from hubserve.serving.replica import Replica
+from hubserve.serving.replica import Replica, StreamedAnswer
 from hubserve.serving.replica_set import ReplicaSet, write_note
 from hubserve.serving.router import HeldRequests, split_records
 from hubserve.spec import AutoscalingSpec, Endpoint, EndpointSpec, EndpointState, EndpointStatus, ReplicaInfo
@@ -458,7 +458,7 @@ class EndpointRuntime:
                 results[index] = result
         return [result for result in results if result is not None]
 
-    async def stream(self, request: InvocationRequest) -> AsyncIterator[bytes]:
+    async def stream(self, request: InvocationRequest) -> StreamedAnswer:
         """Streamed events; the timeout bounds the wait for the first one."""
         self._take_request()
         replica = await self._pick(request.scale_up_timeout_s)

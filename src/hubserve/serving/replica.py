@@ -8,7 +8,7 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -66,7 +66,7 @@ class Replica:
         self._log_offset = 0
         self._channel: Channel | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._streams: dict[int, asyncio.Queue[tuple[str, Any]]] = {}
+        self._streams: dict[int, asyncio.Queue[Message] | Relay] = {}
         self._next_id = 0
         self._settled = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -180,7 +180,7 @@ class Replica:
             if not future.done():
                 future.set_exception(_replica_lost())
         self._pending.clear()
-        for stream in self._streams.values():
+        for stream in list(self._streams.values()):  # a relayed one leaves the dict as it ends
             stream.put_nowait(("error", _replica_lost()))
         if self._channel is not None:
             self._channel.close()
@@ -241,11 +241,11 @@ class Replica:
             self.in_flight -= weight
             self._pending.pop(request_id, None)
 
-    async def stream(self, request: InvocationRequest, timeout: float) -> AsyncIterator[bytes]:
+    async def stream(self, request: InvocationRequest, timeout: float) -> StreamedAnswer:
         """The events of a streamed answer. Errors before the first event raise here, before any is sent;
-        closing the iterator early cancels the request in the worker."""
+        closing the answer early cancels the request in the worker."""
         channel, request_id = self._open()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[Message] = asyncio.Queue()
         self._streams[request_id] = queue
         self.in_flight += 1
         try:
@@ -263,10 +263,10 @@ class Replica:
         if first[0] == "error":
             await self._end_stream(request_id, cancel=False)
             raise first[1]
-        return self._stream_events(request_id, queue, first)
+        return StreamedAnswer(self, request_id, queue, first)
 
-    async def _stream_events(self, request_id: int, queue: asyncio.Queue[tuple[str, Any]],
-                             first: tuple[str, Any]) -> AsyncIterator[bytes]:
+    async def _stream_events(self, request_id: int, queue: asyncio.Queue[Message], first: Message,
+                             ) -> AsyncGenerator[bytes, None]:
         message = first
         finished = False
         try:
@@ -283,9 +283,26 @@ class Replica:
         finally:
             await self._end_stream(request_id, cancel=not finished)
 
+    def _relay(self, request_id: int, queue: asyncio.Queue[Message], first: Message,
+               write: Callable[[str, Any], None]) -> asyncio.Future[None]:
+        """See `StreamedAnswer.relay`: the messages queued so far go to `write` now, the rest from the read loop."""
+        relay = Relay(write, lambda: self._forget_stream(request_id))
+        relay.put_nowait(first)
+        while not relay.done.done() and not queue.empty():
+            relay.put_nowait(queue.get_nowait())
+        if not relay.done.done():
+            self._streams[request_id] = relay
+        return relay.done
+
+    def _forget_stream(self, request_id: int) -> bool:
+        """Drop a stream's bookkeeping; False if it was already dropped."""
+        if self._streams.pop(request_id, None) is None:
+            return False
+        self.in_flight -= 1
+        return True
+
     async def _end_stream(self, request_id: int, cancel: bool) -> None:
-        if self._streams.pop(request_id, None) is not None:
-            self.in_flight -= 1
+        self._forget_stream(request_id)
         if cancel:
             await self._cancel(request_id)
 
@@ -325,6 +342,68 @@ class Replica:
                 return
             except TimeoutError:
                 continue
+
+
+# What the read loop hands a stream: ("chunk", an event's bytes), then ("end", b"") or ("error", HubserveError).
+Message = tuple[str, Any]
+
+
+class Relay:
+    """Where the read loop puts a relayed stream's messages: straight into `write`, in the loop's own turn, with no
+    task woken per event. `done` resolves after the last message (or with what `write` raised); `last` runs then."""
+
+    def __init__(self, write: Callable[[str, Any], None], last: Callable[[], object]) -> None:
+        self.write = write
+        self.last = last
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def put_nowait(self, message: Message) -> None:
+        if self.done.done():
+            return
+        op, value = message
+        try:
+            self.write(op, value)
+        except Exception as exc:  # the response's fault, not the read loop's: it ends that stream only
+            log.exception("relaying a streamed answer failed")
+            self.done.set_exception(exc)
+            return
+        if op in ("end", "error"):
+            self.last()
+            self.done.set_result(None)
+
+
+class StreamedAnswer:
+    """A streamed answer's events (bytes), read as an async iterator; or relayed: handed to a writer by the
+    replica's read loop as each arrives, the fast path for a response that can write them itself."""
+
+    def __init__(self, replica: Replica, request_id: int, queue: asyncio.Queue[Message], first: Message) -> None:
+        self._replica = replica
+        self._request_id = request_id
+        self._queue = queue
+        self._first = first
+        self._events = replica._stream_events(request_id, queue, first)
+        self._relayed: asyncio.Future[None] | None = None
+
+    def __aiter__(self) -> StreamedAnswer:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._events.__anext__()
+
+    def relay(self, write: Callable[[str, Any], None]) -> asyncio.Future[None]:
+        """From now on each message goes to `write(op, value)` as it arrives, called from the read loop (so it must
+        not block): op "chunk" with an event's bytes, then "end", or "error" with the HubserveError. The future
+        resolves after the last one. Only for an answer not iterated yet."""
+        if self._relayed is None:
+            self._relayed = self._replica._relay(self._request_id, self._queue, self._first, write)
+        return self._relayed
+
+    async def aclose(self) -> None:
+        """Stop early: the worker is told to cancel the request, unless its answer already ended."""
+        if self._relayed is None:
+            await self._events.aclose()
+        elif self._replica._forget_stream(self._request_id):  # still in flight
+            await self._replica._cancel(self._request_id)
 
 
 def _replica_lost() -> ReplicaLost:
