@@ -166,10 +166,10 @@ def test_prompts_prefilled_together_give_each_its_own_logits(llama: LlamaCppMode
     its own prompt's, as prefilled alone (to flash attention's rounding: its kernels change with the rows)."""
     prompts = [llama_tokens(chat(question)) for question in QUESTIONS]
     prompts.insert(2, llama_tokens("The history of the river Nile. " * 110)[:600])
-    together = llama.prefill(prompts)[1].clone()
-    alone = torch.cat([llama.prefill([prompt])[1] for prompt in prompts])
-    assert together.argmax(dim=-1).tolist() == alone.argmax(dim=-1).tolist()
-    assert (together - alone).abs().max() < 0.05 * alone.abs().max()
+    together = llama.prefill(prompts)[1].copy()
+    alone = np.concatenate([llama.prefill([prompt])[1] for prompt in prompts])
+    assert together.argmax(axis=-1).tolist() == alone.argmax(axis=-1).tolist()
+    assert np.abs(together - alone).max() < 0.05 * np.abs(alone).max()
 
 
 
@@ -181,11 +181,11 @@ def test_rows_out_of_sequence_order_get_their_own_logits(llama: LlamaCppModel) -
     shuffled.keep([2, 0, 1])
     lone.keep([1])
     assert in_order.seqs == sorted(in_order.seqs) and shuffled.seqs != sorted(shuffled.seqs)
-    expected = llama.decode(in_order).clone()
-    assert torch.equal(llama.decode(shuffled), expected[[2, 0, 1]])
+    expected = llama.decode(in_order).copy()
+    assert np.array_equal(llama.decode(shuffled), expected[[2, 0, 1]])
     alone = llama.decode(lone)  # to flash attention's rounding: its kernels change with the rows
     assert alone.shape == (1, llama.vocab_size) and int(alone.argmax()) == int(expected[1].argmax())
-    assert (alone[0] - expected[1]).abs().max() < 0.05 * expected[1].abs().max()
+    assert np.abs(alone[0] - expected[1]).max() < 0.05 * np.abs(expected[1]).max()
 
 def test_many_rows_with_flash_attention_finish_as_asked(llama: LlamaCppModel, tokenizer: Any) -> None:
     """Sixteen rows at once, as llama-server runs them: every one ends as asked (its length, its stop string, or
@@ -238,19 +238,20 @@ def test_greedy_rows_choose_in_numpy_as_torch_would(llama: LlamaCppModel) -> Non
     EOS held back under min_new_tokens."""
     prompts = [llama_tokens(chat(question)) for question in QUESTIONS[:3]]
     batch, logits = llama.prefill(prompts)
-    logits = logits.clone()
+    assert isinstance(logits, np.ndarray)  # a step of a llama.cpp model touches no torch
     eos = list(llama.eos_ids)
     logits[1, eos[0]] = logits[1].max() + 5  # row 1 would end at once, but must make 4 tokens first
     params = [SamplingParams(max_new_tokens=8), SamplingParams(max_new_tokens=8, min_new_tokens=4),
               SamplingParams(max_new_tokens=8)]
     rows = RowSampling.build(params, [None] * 3, [eos] * 3, llama.vocab_size, torch.device("cpu"))
-    expected = logits.clone()
+    expected = torch.from_numpy(logits.copy())
     expected[1, eos] = -float("inf")
     choice = choose(logits, rows, batch.token_ids, [0, 0, 0])
     assert rows.plain_greedy and rows.scratch is not None  # the numpy path ran
+    assert isinstance(choice.tokens, np.ndarray) and isinstance(choice.logprobs, np.ndarray)
     assert choice.tokens.tolist() == expected.argmax(dim=-1).tolist() and int(choice.tokens[1]) not in eos
     # Against float64 (torch's float32 log_softmax is itself off by up to ~1e-5 over a 49k vocabulary).
-    reference = expected.double().log_softmax(dim=-1).gather(1, choice.tokens[:, None]).squeeze(1)
+    reference = expected.double().log_softmax(dim=-1).gather(1, torch.from_numpy(choice.tokens)[:, None]).squeeze(1)
     assert choice.logprobs.tolist() == pytest.approx(reference.tolist(), abs=1e-6) and not choice.top
 
 
@@ -399,17 +400,17 @@ def test_a_prefix_outlives_a_resized_context(tiny_model: Callable[[str], Path]) 
     model = LlamaCppModel(tiny_model("text-generation-gguf") / TINY_GGUF_FILE, threads=1)
     model.reshape(CacheShape(rows=2, row_tokens=256))
     prompt = list(range(10, 60))
-    expected = model.prefill([prompt])[1][0].clone()
+    expected = model.prefill([prompt])[1][0].copy()
     prefix = model.prefix(prompt[:20])
-    assert torch.equal(model.prefill([prompt], prefix)[1][0], expected)
+    assert np.array_equal(model.prefill([prompt], prefix)[1][0], expected)
     model.reshape(CacheShape(rows=3, row_tokens=512))
     running, again = model.prefill([prompt], prefix)  # the old context's prefix: computed anew in the new one
-    assert model.context is not None and model.context.shape.rows == 3 and torch.equal(again[0], expected)
+    assert model.context is not None and model.context.shape.rows == 3 and np.array_equal(again[0], expected)
     model.reshape(CacheShape(rows=4, row_tokens=512))
     longer = model.prefix(prompt[20:30], after=prefix)  # not while a row runs: still the same context
     assert model.context.shape.rows == 3 and longer.token_ids == tuple(prompt[:30])
     adopted = model.prefill([prompt], longer, adopt=True)[1][0]
-    assert torch.equal(adopted, expected) and not longer.seqs
+    assert np.array_equal(adopted, expected) and not longer.seqs
     del running
     model.prefill([prompt])
     assert model.context.shape.rows == 4
@@ -421,12 +422,12 @@ def test_a_context_made_in_the_background_serves_its_shape_and_not_another(tiny_
     model.reshape(CacheShape(rows=2, row_tokens=256), background=True)
     making = model._making
     assert making is not None and model.context is None
-    expected = model.prefill([prompt])[1][0].clone()  # waits for it, then uses it
+    expected = model.prefill([prompt])[1][0].copy()  # waits for it, then uses it
     assert model.context is making.result() and model.context.shape == CacheShape(rows=2, row_tokens=256)
     other = LlamaCppModel(tiny_model("text-generation-gguf") / TINY_GGUF_FILE, threads=1)
     other.reshape(CacheShape(rows=2, row_tokens=256), background=True)
     other.reshape(CacheShape(rows=3, row_tokens=512))  # the limits changed before the first forward
-    assert torch.equal(other.prefill([prompt])[1][0], expected)
+    assert np.array_equal(other.prefill([prompt])[1][0], expected)
     assert other.context is not None and other.context.shape == CacheShape(rows=3, row_tokens=512)
 
 

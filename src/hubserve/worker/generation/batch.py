@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -142,8 +143,9 @@ class Batch:
         self.positions = self.positions + 1
         return out.logits[:, -1]
 
-    def append(self, tokens: torch.Tensor) -> None:
+    def append(self, tokens: torch.Tensor | np.ndarray) -> None:
         """Record the tokens just chosen: each row feeds its own next."""
+        tokens = torch.as_tensor(tokens, device=self.token_ids.device)
         self.token_ids = torch.cat([self.token_ids, tokens[:, None]], dim=1)
         self.next_tokens = tokens
 

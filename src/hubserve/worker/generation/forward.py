@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
+
+Logits = torch.Tensor | np.ndarray
 
 
 class SharedPrefix(Protocol):
@@ -24,7 +27,7 @@ class RunningBatch(Protocol):
     @property
     def token_ids(self) -> torch.Tensor: ...
 
-    def append(self, tokens: torch.Tensor) -> None:
+    def append(self, tokens: torch.Tensor | np.ndarray) -> None:
         """Record the tokens just chosen: each row feeds its own next."""
 
     def keep(self, rows: Sequence[int]) -> None:
@@ -35,9 +38,9 @@ class RunningBatch(Protocol):
 
 
 class BatchModel(Protocol):
-    """A model under the scheduler. Logits are float rows of the vocabulary's width on `device`, valid until the
-    next call. A model may name `torch_threads`: the generation thread's torch thread count (where torch only
-    samples beside the model's own threads)."""
+    """A model under the scheduler. Logits are float rows of the vocabulary's width on `device` (a numpy array for a
+    model on the CPU that computes outside torch), valid until the next call. A model may name `torch_threads`: the
+    generation thread's torch thread count (where torch only samples beside the model's own threads)."""
 
     device: torch.device
     vocab_size: int  # the width of the logits
@@ -45,12 +48,12 @@ class BatchModel(Protocol):
     step_tokens: int  # prompt tokens worth prefilling in one step (the default prefill budget and chunk)
 
     def prefill(self, prompts: Sequence[Sequence[int]], prefix: Any = None,
-                adopt: bool = False) -> tuple[RunningBatch, torch.Tensor]:
+                adopt: bool = False) -> tuple[RunningBatch, Logits]:
         """A batch of `prompts` (each after `prefix`, which each then starts with), and each row's next-token
         logits. `adopt`: the one prompt is the prefix's own (a long prompt prefilled in chunks), which this uses
         up."""
 
-    def decode(self, batch: Any) -> torch.Tensor:
+    def decode(self, batch: Any) -> Logits:
         """One forward of every row's next token: its logits."""
 
     def prefix(self, token_ids: Sequence[int], after: Any = None) -> SharedPrefix:

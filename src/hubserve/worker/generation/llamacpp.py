@@ -150,10 +150,12 @@ class Span:
 
 class LlamaBatch:
     """Rows decoded together: row i is sequence `seqs[i]`, holding `positions[i]` tokens. `token_ids` as the torch
-    batch keeps them (left-padded with -1, the token each row feeds next last), for the penalties. Its sequences go
-    back to `owner` as rows leave, and when it goes."""
+    batch keeps them (left-padded with -1, the token each row feeds next last), for the penalties: a torch view of a
+    numpy buffer, which a step touches only in numpy. Its sequences go back to `owner` as rows leave, and when it
+    goes."""
 
-    def __init__(self, seqs: list[int], positions: np.ndarray, token_ids: torch.Tensor, owner: Sequences) -> None:
+    def __init__(self, seqs: list[int], positions: np.ndarray, token_ids: torch.Tensor | np.ndarray,
+                 owner: Sequences) -> None:
         self.seqs = seqs
         self.positions = positions
         self.token_ids = token_ids
@@ -162,21 +164,27 @@ class LlamaBatch:
 
     @property
     def token_ids(self) -> torch.Tensor:
-        return self._tokens[:, :self._width]
+        return torch.from_numpy(self._tokens[:, :self._width])
 
     @token_ids.setter
-    def token_ids(self, value: torch.Tensor) -> None:
-        self._tokens, self._width = value, value.shape[1]
+    def token_ids(self, value: torch.Tensor | np.ndarray) -> None:
+        self._tokens = value.numpy() if isinstance(value, torch.Tensor) else value
+        self._width = self._tokens.shape[1]
+
+    @property
+    def next_tokens(self) -> np.ndarray:
+        """The token each row feeds next."""
+        return self._tokens[:, self._width - 1]
 
     @property
     def size(self) -> int:
         return len(self.seqs)
 
-    def append(self, tokens: torch.Tensor) -> None:
+    def append(self, tokens: torch.Tensor | np.ndarray) -> None:
         """Add a column, into room kept after the last (a step's new copy of every row's tokens cost 50 us)."""
         if self._width == self._tokens.shape[1]:
-            room = torch.full((self._tokens.shape[0], max(TOKEN_ROOM, self._width)), PAD, dtype=self._tokens.dtype)
-            self._tokens = torch.cat([self.token_ids, room], dim=1)
+            room = np.full((self._tokens.shape[0], max(TOKEN_ROOM, self._width)), PAD, dtype=self._tokens.dtype)
+            self._tokens = np.concatenate([self._tokens[:, :self._width], room], axis=1)
         self._tokens[:, self._width] = tokens
         self._width += 1
 
@@ -188,8 +196,8 @@ class LlamaBatch:
         self.owner.release([seq for row, seq in enumerate(self.seqs) if row not in kept])
         self.seqs[:] = [self.seqs[row] for row in index]  # in place: the finalizer's list
         self.positions = self.positions[index]
-        token_ids = self.token_ids[index]
-        self.token_ids = token_ids[:, int((token_ids != PAD).any(dim=0).int().argmax()):]
+        token_ids = self._tokens[index, :self._width]
+        self.token_ids = token_ids[:, int((token_ids != PAD).any(axis=0).argmax()):]
 
     def extend(self, other: LlamaBatch) -> None:
         """Take `other`'s rows after these."""
@@ -281,7 +289,7 @@ class LlamaCppModel:
             self._making = on_new_thread(Context, self, shape, name="llama-context")
 
     def prefill(self, prompts: Sequence[Sequence[int]], prefix: LlamaPrefix | None = None,
-                adopt: bool = False) -> tuple[LlamaBatch, torch.Tensor]:
+                adopt: bool = False) -> tuple[LlamaBatch, np.ndarray]:
         context = self._context()
         sequences = context.sequences
         if prefix is not None and prefix.owner is not sequences:  # made in a context since replaced: recompute
@@ -306,7 +314,7 @@ class LlamaCppModel:
             spans.append(Span(prompt, start, len(prompt), seq, row))
         logits = np.empty((len(prompts), self.vocab_size), dtype=np.float32)
         context.prefill(self.forwards(spans), logits)
-        return batch, torch.from_numpy(logits)
+        return batch, logits
 
     def forwards(self, spans: list[Span]) -> list[list[Span]]:
         """The forwards that prefill `spans`: batch-invariant, each prompt on its own in llama.cpp's own pieces (see
@@ -327,8 +335,8 @@ class LlamaCppModel:
                 start = end
         return forwards
 
-    def decode(self, batch: LlamaBatch) -> torch.Tensor:
-        logits = self._context().decode(batch.token_ids[:, -1].numpy().astype(np.int32), batch.positions,
+    def decode(self, batch: LlamaBatch) -> np.ndarray:
+        logits = self._context().decode(batch.next_tokens.astype(np.int32), batch.positions,
                                         np.asarray(batch.seqs, dtype=np.int32))
         batch.positions = batch.positions + 1
         return logits
@@ -392,7 +400,7 @@ class Context:
         self.weights = model.weights
         self.shape = shape
         self.vocab_size = model.vocab_size
-        self.logits_views: dict[tuple[int, int], torch.Tensor] = {}
+        self.logits_views: dict[tuple[int, int], np.ndarray] = {}
         self.sequences = Sequences(llama_cpp.llama_get_memory(self.context), sequences)
         size = FORWARD_TOKENS  # at least MAX_SEQUENCES: a step's rows fit
         self.token = np.zeros(size, dtype=np.int32)
@@ -432,9 +440,9 @@ class Context:
                 count = end
             self._decode(count)
             if outputs and logits is not None:
-                logits[outputs] = self._logits(len(outputs)).numpy()
+                logits[outputs] = self._logits(len(outputs))
 
-    def decode(self, tokens: np.ndarray, positions: np.ndarray, seqs: np.ndarray) -> torch.Tensor:
+    def decode(self, tokens: np.ndarray, positions: np.ndarray, seqs: np.ndarray) -> np.ndarray:
         """Decode one token for each row (sequence `seqs[i]`, at `positions[i]`): every row's logits, in order (a
         view of llama.cpp's buffer when the rows are in sequence order: valid until the next forward)."""
         self.sequences.flush()
@@ -447,10 +455,10 @@ class Context:
         self.output[:count] = 1
         self._decode(count)
         logits = self._logits(count)
-        return logits if order is None else logits[torch.from_numpy(np.argsort(order))]
+        return logits if order is None else logits[np.argsort(order)]
 
-    def _logits(self, rows: int) -> torch.Tensor:
-        """The first `rows` rows of llama.cpp's logits buffer, as a tensor on its memory. Views are kept by the
+    def _logits(self, rows: int) -> np.ndarray:
+        """The first `rows` rows of llama.cpp's logits buffer, as an array on its memory. Views are kept by the
         buffer's address and rows: a step's view costs a lookup, not a new ctypes array type (microseconds a token
         for one row). A buffer llama.cpp reallocates has a new address; one at an old address holds these rows too
         (the forward just wrote them)."""
@@ -462,8 +470,7 @@ class Context:
             if len(self.logits_views) >= MAX_SEQUENCES:
                 self.logits_views.clear()
             array = (ctypes.c_float * (rows * self.vocab_size)).from_address(address)
-            view = self.logits_views[(address, rows)] = torch.from_numpy(
-                np.ctypeslib.as_array(array).reshape(rows, self.vocab_size))
+            view = self.logits_views[(address, rows)] = np.ctypeslib.as_array(array).reshape(rows, self.vocab_size)
         return view
 
     def _decode(self, count: int) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hubserve.worker.generation.forward import Logits
 from hubserve.worker.generation.types import SamplingParams
 
 NEG_INF = -float("inf")
@@ -31,7 +32,7 @@ class RowSampling:
     counted: list[int]  # rows with a frequency or presence penalty, like the two below
     frequency: torch.Tensor
     presence: torch.Tensor
-    min_new: list[tuple[int, int, list[int]]]  # (row, min_new_tokens, eos ids) of rows that bound EOS
+    min_new: list[tuple[int, int, np.ndarray]]  # (row, min_new_tokens, eos ids) of rows that bound EOS
     constrained: list[int]  # rows with a grammar, in the order of the mask `choose` takes
     top_n: dict[int, int]  # row -> how many alternatives it asks for
     # Every row greedy, with no penalty and no alternatives: `choose` then needs only each row's argmax and its log
@@ -65,7 +66,8 @@ class RowSampling:
             frequency=torch.tensor([params[row].frequency_penalty for row in counted], device=device),
             presence=torch.tensor([params[row].presence_penalty for row in counted], device=device),
             # A grammar decides itself when its answer may end.
-            min_new=[(row, p.min_new_tokens, list(eos_ids[row])) for row, p in enumerate(params)
+            # EOS ids as index arrays: numpy and torch index with them as they are (a list is converted each step).
+            min_new=[(row, p.min_new_tokens, np.asarray(eos_ids[row], dtype=np.intp)) for row, p in enumerate(params)
                      if p.min_new_tokens and p.grammar is None],
             constrained=[row for row, p in enumerate(params) if p.grammar is not None],
             top_n={row: p.top_n_tokens for row, p in enumerate(params) if p.top_n_tokens},
@@ -86,13 +88,13 @@ class Choice:
     """Every row's next token, its log-probability under the distribution it was chosen from, and for the rows
     that ask, the most likely tokens of that distribution (ids and log-probabilities, most likely first)."""
 
-    tokens: torch.Tensor
-    logprobs: torch.Tensor
+    tokens: torch.Tensor | np.ndarray  # numpy from the greedy path (`choose_greedy`)
+    logprobs: torch.Tensor | np.ndarray
     top: dict[int, tuple[list[int], list[float]]]
 
 
 def choose(
-    logits: torch.Tensor,
+    logits: Logits,
     rows: RowSampling,
     token_ids: torch.Tensor,
     generated: Sequence[int],
@@ -104,12 +106,16 @@ def choose(
     for the penalties; `generated` how many tokens each row generated so far, for min_new_tokens and the frequency
     and presence penalties; `refused` the tokens each of `rows.constrained` may not take (a boolean row each).
     """
-    if rows.plain_greedy and refused is None and logits.device.type == "cpu":
-        return choose_greedy(logits if logits.dtype == torch.float32 else logits.float(), rows, generated)
+    if isinstance(logits, np.ndarray):
+        if rows.plain_greedy and refused is None:
+            return choose_greedy(logits, rows, generated)
+        logits = torch.from_numpy(logits)
+    elif rows.plain_greedy and refused is None and logits.device.type == "cpu":
+        return choose_greedy(logits.detach().float().numpy(), rows, generated)
     scores = logits.float()
     for row, min_new, eos in rows.min_new:
-        if generated[row] < min_new and eos:
-            scores[row, eos] = NEG_INF
+        if generated[row] < min_new and len(eos):
+            scores[row, torch.from_numpy(eos)] = NEG_INF
     if rows.penalty is not None:
         scores = penalize(scores, token_ids, rows.penalty)
     if rows.counted:
@@ -139,18 +145,17 @@ def choose(
     return Choice(tokens, logprobs, top)
 
 
-def choose_greedy(scores: torch.Tensor, rows: RowSampling, generated: Sequence[int]) -> Choice:
+def choose_greedy(values: np.ndarray, rows: RowSampling, generated: Sequence[int]) -> Choice:
     """Every row's most likely token (the first, among equals: torch's argmax too) and its log-probability, in
-    numpy on the scores' own memory: one thread, no copy of the logits (torch's argmax and logsumexp over a 49k
-    vocabulary cost several times as much CPU on a small batch, and wake torch's thread pool beside the model's).
+    numpy on the float32 scores' own memory: one thread, no copy of the logits (torch's argmax and logsumexp over a
+    49k vocabulary cost several times as much CPU on a small batch, and wake torch's thread pool beside the model's).
     The EOS of rows short of their min_new_tokens (`generated` so far) is refused here too: in numpy, right after a
     forward each torch call costs tens of microseconds more (measured: a step's choice took 0.35 ms through torch,
-    0.2 ms so)."""
-    values = scores.detach().numpy()
+    0.2 ms so). Tokens and log-probabilities stay numpy arrays: a step of a llama.cpp model touches no torch."""
     if not values.flags.c_contiguous:
         values = np.ascontiguousarray(values)
     for row, min_new, eos in rows.min_new:
-        if generated[row] < min_new and eos:
+        if generated[row] < min_new and len(eos):
             values[row, eos] = NEG_INF
     tokens = values.argmax(axis=-1)
     best = values[np.arange(len(values)), tokens]
@@ -159,7 +164,7 @@ def choose_greedy(scores: torch.Tensor, rows: RowSampling, generated: Sequence[i
     shifted = np.subtract(values, best[:, None], out=rows.scratch)
     # log p(token) = token's score - logsumexp(scores) = -log(sum(exp(scores - token's score))).
     logprobs = -np.log(np.exp(shifted, out=shifted).sum(axis=-1))
-    return Choice(torch.from_numpy(tokens), torch.from_numpy(logprobs), {})
+    return Choice(tokens, logprobs, {})
 
 
 def widest(rows: list[int], top_n: dict[int, int], scores: torch.Tensor) -> int:

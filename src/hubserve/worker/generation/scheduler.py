@@ -20,7 +20,7 @@ from hubserve.histogram import EXPORTED_LATENCY_BOUNDS_S, Histogram
 from hubserve.worker.generation.batch import shared_prefix_length
 from hubserve.worker.generation.decoding import TextStream
 from hubserve.worker.generation.direct import Direct
-from hubserve.worker.generation.forward import RunningBatch, SharedPrefix, as_batch_model, serves
+from hubserve.worker.generation.forward import Logits, RunningBatch, SharedPrefix, as_batch_model, serves
 from hubserve.worker.generation.grammar import grammar_vocab_size, refused_tokens
 from hubserve.worker.generation.sampling import RowSampling, choose
 from hubserve.worker.generation.types import (
@@ -303,13 +303,13 @@ class Scheduler:
             left = self._fail_running(ModelError(f"{type(exc).__name__}: {exc}"), outbox)
         self.publish(outbox, left)
 
-    def _advance(self, batch: RunningBatch, requests: list[Request], logits: torch.Tensor, outbox: Outbox) -> int:
+    def _advance(self, batch: RunningBatch, requests: list[Request], logits: Logits, outbox: Outbox) -> int:
         """Choose and record every row's next token, emit the events, drop the rows that ended."""
         sampling = self.sampling if batch is self.batch and self.sampling is not None else self._sampling(requests)
         refused = None
         if sampling.constrained:
             matchers = [matcher for row in sampling.constrained if (matcher := requests[row].matcher) is not None]
-            refused = refused_tokens(matchers, self.grammar_vocab, logits.shape[-1], logits.device)
+            refused = refused_tokens(matchers, self.grammar_vocab, logits.shape[-1], self.model.device)
         choice = choose(logits, sampling, batch.token_ids, [len(r.token_ids) for r in requests], refused)
         batch.append(choice.tokens)
         ended = 0
