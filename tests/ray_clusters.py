@@ -108,7 +108,26 @@ class AutoscalingCluster:
 @contextmanager
 def autoscaling_cluster(worker_cpus: int, max_workers: int) -> Iterator[AutoscalingCluster]:
     """A head with no CPU and Ray's autoscaler over up to `max_workers` nodes of `worker_cpus` each, which it starts
-    when work waits for room (as on a cloud, through Ray's fake multi-node provider) and stops after 6 s idle."""
+    when work waits for room (as on a cloud, through Ray's fake multi-node provider) and stops after 6 s idle.
+    `ray start` is tried up to 3 times, each on a fresh port and temp dir (on a loaded machine it once failed in the
+    full suite and passed alone); a last failure raises with what it printed."""
+    failures = []
+    for _ in range(3):
+        running, done = _start_head(worker_cpus, max_workers)
+        if done.returncode == 0:
+            break
+        running.stop()
+        failures.append(f"exit {done.returncode}: {(done.stderr or done.stdout)[-3000:]}")
+        print(f"ray start failed, {failures[-1]}", file=sys.stderr)
+    else:
+        raise RuntimeError(f"ray start failed 3 times; the last: {failures[-1]}")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _start_head(worker_cpus: int, max_workers: int) -> tuple[AutoscalingCluster, subprocess.CompletedProcess[str]]:
     port = free_port()
     # Ray's sockets live in its temp dir, under the 107 bytes of a socket's path.
     temp_dir = Path(tempfile.mkdtemp(prefix="hsr-", dir="/tmp"))
@@ -130,15 +149,11 @@ def autoscaling_cluster(worker_cpus: int, max_workers: int) -> Iterator[Autoscal
     (temp_dir / "autoscaling.json").write_text(json.dumps(config))
     env = {**os.environ, **AUTOSCALING_ENV, "AUTOSCALER_UPDATE_INTERVAL_S": "1",
            "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID, "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID}
-    running = AutoscalingCluster(f"127.0.0.1:{port}", temp_dir)
-    try:
-        subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
-                        f"--port={port}", "--num-cpus=0", "--include-dashboard=false", "--dashboard-port=0",
-                        f"--autoscaling-config={temp_dir / 'autoscaling.json'}", f"--temp-dir={temp_dir}"],
-                       env=env, check=True, capture_output=True, timeout=120)
-        yield running
-    finally:
-        running.stop()
+    done = subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+                           f"--port={port}", "--num-cpus=0", "--include-dashboard=false", "--dashboard-port=0",
+                           f"--autoscaling-config={temp_dir / 'autoscaling.json'}", f"--temp-dir={temp_dir}"],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    return AutoscalingCluster(f"127.0.0.1:{port}", temp_dir), done
 
 
 @contextmanager
