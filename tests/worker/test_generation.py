@@ -19,6 +19,7 @@ import torch
 from hubserve.channel import Channel, ThreadedChannel
 from hubserve.errors import BadRequest, ModelError, Overloaded
 from hubserve.worker.generation import GenerationEngine, SamplingParams, TokenEvent
+from hubserve.worker.generation import engine as generation_engine
 from hubserve.worker.generation.answers import tgi_chunk
 from hubserve.worker.generation.decoding import TextStream, raw_decoder
 from hubserve.worker.generation.direct import CHUNK_SINK, ChunkSink
@@ -247,6 +248,42 @@ def test_concurrent_requests_batch_and_match_generate(engine: GenerationEngine, 
     counters = engine.counters
     assert counters["max_batch_size"] >= 2 and counters["running"] == 0 and counters["active"] == 0
     assert counters["finished"] == 4
+
+
+def test_an_idle_engine_waits_for_company_only_after_requests_that_had_some(
+    lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst's requests are prefilled together; a request that found the engine idle and had no company lets the
+    next one start without the burst's wait, until company shows up again. (Gaps scaled up for a busy machine.)"""
+    monkeypatch.setattr(generation_engine, "BURST_GAP_S", 0.5)
+    monkeypatch.setattr(generation_engine, "LONE_GAP_S", 0.05)
+    engine = GenerationEngine(*lm, max_batch_delay_ms=5000)
+    prompts = [encode(lm, p) for p in PROMPTS[:2]]
+
+    async def pair() -> int:
+        """Two requests 0.2 s apart: the prefills they took."""
+        await asyncio.sleep(0.6)  # after the last: no company of it
+        before = engine.counters["prefills"]
+        first = asyncio.ensure_future(engine.generate(prompts[0], greedy(4)))
+        await asyncio.sleep(0.2)
+        await asyncio.gather(first, engine.generate(prompts[1], greedy(4)))
+        return engine.counters["prefills"] - before
+
+    async def alone() -> int:
+        await asyncio.sleep(0.6)
+        before = engine.counters["prefills"]
+        await engine.generate(prompts[0], greedy(4))
+        return engine.counters["prefills"] - before
+
+    async def main() -> list[int]:
+        return [await pair(), await alone(), await pair(), await pair()]
+
+    try:
+        # A new engine expects company; a lone request teaches it otherwise (the next pair's first one starts
+        # alone), and that pair's second one, close behind, teaches it back.
+        assert asyncio.run(main()) == [1, 1, 2, 1]
+    finally:
+        engine.stop()
 
 
 def test_settings_stay_per_request_and_seeds_reproduce(engine: GenerationEngine, lm: tuple[Any, Any]) -> None:

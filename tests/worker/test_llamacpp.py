@@ -39,6 +39,7 @@ from hubserve.worker.generation.llamacpp import (
 from hubserve.worker.generation.sampling import RowSampling, choose
 from hubserve.worker.generation.scheduler import Outbox, Request, Scheduler
 from hubserve.worker.generation.types import GenerationLimits, GenerationResult, TokenEvent
+from hubserve.worker.huge_pages import unavailable as huge_pages_unavailable
 from hubserve.worker.tasks import LoadOptions, adapter_class
 from hubserve.worker.tasks.text_generation import TextGenerationAdapter
 from llama_reference import REFERENCE_THREADS, SMOLLM_FILE, SMOLLM_FOLDER, SMOLLM_GGUF, llama_greedy, llama_tokens
@@ -114,6 +115,31 @@ def test_one_request_equals_llama_cpp(request: pytest.FixtureRequest, tokenizer:
         engine.stop()
     assert result.token_ids == llama_greedy(prompt, 64, flash_attn=not batch_invariant)
     assert result.text == tokenizer.decode(result.token_ids, skip_special_tokens=True) and len(result.text) > 40
+
+
+def test_the_weights_are_read_into_memory_and_moved_onto_huge_pages(llama: LlamaCppModel) -> None:
+    moved = llama.huge_pages.result(timeout=120)
+    reason = huge_pages_unavailable()
+    if reason is not None:  # this machine has none: mapped from the file, as llama.cpp does
+        assert moved.failure == reason and moved.size == 0
+        return
+    assert moved.failure is None
+    assert moved.size >= 0.9 * SMOLLM_GGUF.stat().st_size  # the weights (the file is little more)
+    assert moved.huge >= 0.95 * moved.size  # on huge pages, as the kernel counts them
+
+
+def test_without_huge_pages_the_file_is_mapped_and_answers_the_same(tokenizer: Any) -> None:
+    mapped = LlamaCppModel(SMOLLM_GGUF, threads=REFERENCE_THREADS, huge_pages=False)
+    assert mapped.huge_pages.result(timeout=10).failure == "engine.huge_pages is off"
+    assert str(SMOLLM_GGUF) in Path("/proc/self/maps").read_text()
+    mapped.reshape(CacheShape(rows=2, row_tokens=512))
+    engine = GenerationEngine(mapped, tokenizer)
+    try:
+        prompt = llama_tokens(chat(QUESTIONS[0]))
+        result = asyncio.run(engine.generate(prompt, SamplingParams(max_new_tokens=24)))
+    finally:
+        engine.stop()
+    assert result.token_ids == llama_greedy(prompt, 24, flash_attn=True)
 
 
 def test_requests_joining_and_leaving_equal_llama_cpp(invariant: LlamaCppModel, tokenizer: Any) -> None:

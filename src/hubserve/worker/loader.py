@@ -68,7 +68,7 @@ def load_handler(config: WorkerConfig) -> TaskModel | CustomCode:
     options = LoadOptions(device=resolve_device(spec.device), dtype=spec.dtype,
                           trust_remote_code=spec.trust_remote_code, gguf_file=resolved.gguf_file,
                           backend=spec.engine.backend, precision=spec.engine.precision, goal=spec.engine.goal,
-                          batch_invariant=spec.engine.batch_invariant,
+                          batch_invariant=spec.engine.batch_invariant, huge_pages=spec.engine.huge_pages,
                           exports_dir=str(models_dir / "exports"))
     extra_paths: list[Path] = []
     cache = EndpointCache(models_dir, spec.name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
@@ -31,8 +32,12 @@ from hubserve.worker.generation.stream import TokenStream
 from hubserve.worker.generation.types import GenerationLimits, GenerationResult, SamplingParams, TokenEvent
 from hubserve.worker.torch_threads import adopt_torch_threads
 
-# Requests of one burst arrive this close together: an idle engine waits this long for the next one.
+# Requests of one burst arrive this close together: an idle engine waits this long for the next one, while requests
+# come in bursts. Once a request has come alone (none within BURST_GAP_S before or after it), an idle engine waits
+# only LONE_GAP_S (requests sent at once by one caller), until two requests come that close again: a client asking
+# one thing at a time does not pay BURST_GAP_S on every request's first token.
 BURST_GAP_S = 0.002
+LONE_GAP_S = 0.0002
 
 log = logging.getLogger("hubserve.worker.generation")
 T = TypeVar("T")
@@ -76,6 +81,10 @@ class GenerationEngine:
         self._calls: list[Callable[[], None]] = []
         self._active = 0
         self._stopping = False
+        # Whether requests come in bursts (see BURST_GAP_S); when the last one came, and how long after the one before.
+        self._expect_company = True
+        self._last_arrival = -math.inf
+        self._last_gap = math.inf
         self._thread: threading.Thread | None = None
 
     @property
@@ -143,6 +152,10 @@ class GenerationEngine:
                 )
             self._active += 1
             self._arrivals.append(request)
+            now = time.monotonic()
+            self._last_gap, self._last_arrival = now - self._last_arrival, now
+            if self._last_gap <= BURST_GAP_S:
+                self._expect_company = True
             self._condition.notify()
         self.start()
         return TokenStream(request, queue)
@@ -213,18 +226,22 @@ class GenerationEngine:
                 call()
 
     def _gather_burst(self) -> None:
-        """Wait while requests keep arriving (each within BURST_GAP_S of the last), at most the batch delay; called
-        holding the condition."""
+        """Wait while requests keep arriving (each within BURST_GAP_S of the last; the first within LONE_GAP_S since
+        a request came alone), at most the batch delay; called holding the condition."""
         deadline = time.monotonic() + self.limits.max_batch_delay_ms / 1000
+        gap = BURST_GAP_S if self._expect_company else LONE_GAP_S
         count = len(self._arrivals)
         while not self._stopping:
-            remaining = min(deadline - time.monotonic(), BURST_GAP_S)
+            remaining = min(deadline - time.monotonic(), gap)
             if remaining <= 0:
-                return
+                break
             self._condition.wait(remaining)
             if len(self._arrivals) == count:  # no one new: the burst is over
-                return
+                break
             count = len(self._arrivals)
+            gap = BURST_GAP_S
+        if count == 1 and self._last_gap > BURST_GAP_S and gap == BURST_GAP_S:  # waited, and it came alone
+            self._expect_company = False
 
     def _take_arrivals(self) -> list[Request]:
         with self._condition:

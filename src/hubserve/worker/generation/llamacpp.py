@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from hubserve.worker.generation.batch import PAD, left_padded
+from hubserve.worker.huge_pages import Collapsed, NewMemory, collapse
 from hubserve.worker.torch_threads import on_new_thread
 
 log = logging.getLogger("hubserve.worker.generation")
@@ -80,6 +81,16 @@ KV_PADDING = 256  # llama.cpp pads the cache it attends to: rows hold a multiple
 # llama-cpp-python opens os.devnull twice on import and never closes it: closed at exit, not left to a ResourceWarning.
 for _devnull in (llama_cpp._utils.outnull_file, llama_cpp._utils.errnull_file):
     atexit.register(_devnull.close)
+
+
+def _onto_huge_pages(name: str, memory: NewMemory) -> Collapsed:
+    """Move the weights llama.cpp read into `memory` onto huge pages."""
+    if memory.unavailable is not None:
+        return Collapsed(failure=memory.unavailable)
+    moved = collapse(memory.ranges)
+    log.info("llama.cpp's weights of %s: %d of %d MiB on huge pages%s", name, moved.huge >> 20, moved.size >> 20,
+             f" ({moved.failure})" if moved.failure else "")
+    return moved
 
 
 class LlamaCppError(RuntimeError):
@@ -227,7 +238,7 @@ class LlamaCppModel:
     # small ops do not each wake a second OpenMP thread on the cores llama.cpp's forwards run on.
     torch_threads = 1
 
-    def __init__(self, path: Path, threads: int, batch_invariant: bool = False) -> None:
+    def __init__(self, path: Path, threads: int, batch_invariant: bool = False, huge_pages: bool = True) -> None:
         llama_cpp.llama_backend_init()
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's chatter on stderr
         params = llama_cpp.llama_model_default_params()
@@ -235,9 +246,21 @@ class LlamaCppModel:
         self.name = path.name
         self.threads = threads
         self.batch_invariant = batch_invariant
-        self.weights = Weights(llama_cpp.llama_model_load_from_file(str(path).encode(), params))
+        # Read into memory to be moved onto huge pages (on a thread of its own, while the replica loads and serves);
+        # where that cannot be, mapped from the file (and shared) as llama.cpp does by default.
+        memory = NewMemory()
+        if not huge_pages:
+            memory.unavailable = "engine.huge_pages is off"
+        params.load_mode = (llama_cpp.LLAMA_LOAD_MODE_NONE if memory.unavailable is None
+                            else llama_cpp.LLAMA_LOAD_MODE_MMAP)
+        with memory:
+            self.weights = Weights(llama_cpp.llama_model_load_from_file(str(path).encode(), params))
         if not self.weights.model:
             raise LlamaCppError(f"llama.cpp could not load {path.name}")
+        if memory.unavailable is not None:
+            log.info("llama.cpp mapped %s from the file: %s", path.name, memory.unavailable)
+        # The weights' move onto huge pages: what it did, once done.
+        self.huge_pages = on_new_thread(_onto_huge_pages, path.name, memory, name="huge-pages")
         self.model = self.weights.model
         self.vocab = vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(vocab))

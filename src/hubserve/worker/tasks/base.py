@@ -23,6 +23,7 @@ class LoadOptions:
     precision: str = "auto"  # EngineSpec.precision: auto, int8, bf16
     goal: str = "latency"  # EngineSpec.goal: latency, throughput
     batch_invariant: bool = False  # EngineSpec.batch_invariant (llama.cpp generation)
+    huge_pages: bool = True  # EngineSpec.huge_pages (llama.cpp generation)
     exports_dir: str | None = None  # where exported models (ONNX, OpenVINO) are cached by content hash
 
 

@@ -476,7 +476,7 @@ def open_llamacpp(model_dir: Path, options: LoadOptions,
         from hubserve.worker.generation.llamacpp import LlamaCppModel
 
         model = LlamaCppModel(model_dir / options.gguf_file, threads=torch.get_num_threads(),
-                              batch_invariant=options.batch_invariant)
+                              batch_invariant=options.batch_invariant, huge_pages=options.huge_pages)
         # The cache the adapter will most likely ask for (unless the spec's limits say otherwise), made while the
         # tokenizer and config load.
         early = _limits_from_env()
