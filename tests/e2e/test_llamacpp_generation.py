@@ -2,11 +2,13 @@
 CPU): a lone request's greedy answer equals llama.cpp's own generation (with flash attention, as llama-server runs)
 token for token, streamed through TGI's route and OpenAI's, and concurrent requests end as asked; batch-invariant,
 concurrent requests of different lengths answer as llama.cpp alone does, token for token; seeds, stop strings, JSON
-schemas; a client that goes away frees its sequence; batch invariance asked of torch fails the endpoint."""
+schemas; a client that goes away frees its sequence; batch invariance asked of torch fails the endpoint; the weights
+land on huge pages, or stay mapped from the file where the endpoint turns them off."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,7 @@ import openai
 import pytest
 
 from conftest import Server
+from hubserve.worker.huge_pages import unavailable as huge_pages_unavailable
 from llama_reference import SMOLLM_GGUF, llama_greedy, llama_tokens, reference_llama
 
 NAME = "llama-smollm"
@@ -40,7 +43,9 @@ def endpoint(server: Server) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def invariant_endpoint(server: Server) -> Iterator[str]:
     client = server.client()
-    client.create_endpoint({"name": INVARIANT, "model": str(SMOLLM_GGUF), "engine": {"batch_invariant": True}})
+    # Its weights mapped from the file: the path an endpoint takes with huge pages off (or none on the machine).
+    client.create_endpoint({"name": INVARIANT, "model": str(SMOLLM_GGUF),
+                            "engine": {"batch_invariant": True, "huge_pages": False}})
     client.wait(INVARIANT, timeout=900)
     yield f"{server.url}/endpoints/{INVARIANT}"
     client.delete_endpoint(INVARIANT)
@@ -74,6 +79,23 @@ def test_the_gguf_runs_on_llama_cpp(server: Server, endpoint: str) -> None:
     described = server.client().get_endpoint(NAME)
     assert described["status"]["backend"] == "llamacpp"
     assert stats(server)["backend"] == "llamacpp"
+
+
+def test_the_weights_are_on_huge_pages_unless_the_endpoint_turns_them_off(server: Server, endpoint: str,
+                                                                          invariant_endpoint: str) -> None:
+    client = server.client()
+    assert client.get_endpoint(INVARIANT)["spec"]["engine"]["huge_pages"] is False
+    assert "mapped SmolLM2-135M-Instruct.Q4_1.gguf from the file: engine.huge_pages is off" in client.logs(INVARIANT)
+    reason = huge_pages_unavailable()
+    if reason is not None:
+        assert f"from the file: {reason}" in client.logs(NAME)
+        return
+    deadline = time.monotonic() + 60
+    while (found := re.search(r"weights of \S+: (\d+) of (\d+) MiB on huge pages", client.logs(NAME))) is None:
+        assert time.monotonic() < deadline, client.logs(NAME)
+        time.sleep(0.5)
+    huge, size = int(found[1]), int(found[2])
+    assert size >= 0.9 * (SMOLLM_GGUF.stat().st_size >> 20) and huge >= 0.95 * size
 
 
 def streams_together(endpoint: str, prompts: list[str], lengths: list[int]) -> list[list[dict[str, Any]]]:
