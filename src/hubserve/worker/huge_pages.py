@@ -2,8 +2,9 @@
 
 A forward of a small model reads every weight once per token: SmolLM2-135M in bf16 streams 270 MB through the TLB
 each step, and on 4 KiB pages that is 66,000 pages' translations a token. On 2 MiB pages it is 135. Measured on this
-project's 2-core machine (llama.cpp, SmolLM2 bf16, one stream, alternated with llama-server in the same rounds), a
-step took 4-5% less time with the weights on huge pages than mapped from the file.
+project's 2-core machine (llama.cpp, SmolLM2 bf16): a lone one-token forward took 5-15% less time with the weights on
+huge pages than mapped from the file (three processes each way), and one stream answered whole made 3-5% more
+tokens/s against llama-server's in the same rounds.
 
 Libraries allocate with plain malloc, which asks for no huge pages (the kernel's default policy here is `madvise`:
 only memory advised so gets them). So the memory a call maps is found afterwards, by comparing the process's
