@@ -83,9 +83,7 @@ def test_memory_mapped_in_the_block_ends_on_huge_pages_and_older_memory_is_left(
 
 
 def test_a_block_where_huge_pages_cannot_be_had_finds_nothing() -> None:
-    memory = NewMemory()
-    memory.unavailable = "not here"
-    with memory:
+    with NewMemory(off="not here") as memory:
         fresh = mmap.mmap(-1, 4 * H, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         fresh.write(b"\3" * (4 * H))
     assert memory.ranges == []

@@ -90,6 +90,15 @@ def free_sequences(model: LlamaCppModel) -> int:
     return len(sequences.free)
 
 
+def generate_alone(model: LlamaCppModel, tokenizer: Any, prompt: list[int], new_tokens: int) -> GenerationResult:
+    """One greedy request through an engine of its own."""
+    engine = GenerationEngine(model, tokenizer)
+    try:
+        return asyncio.run(engine.generate(prompt, SamplingParams(max_new_tokens=new_tokens)))
+    finally:
+        engine.stop()
+
+
 def step_through(scheduler: Scheduler, arrivals: dict[int, list[Request]], total: int) -> int:
     """Step `scheduler`, letting `arrivals[step]` in at each step, until `total` requests ended; the steps taken."""
     step = 0
@@ -107,12 +116,8 @@ def test_one_request_equals_llama_cpp(request: pytest.FixtureRequest, tokenizer:
     """Alone, a request decodes as llama.cpp's own generation with the same attention: flash attention by default
     (llama-server's), none when batch-invariant (`Llama(...)`'s default)."""
     llama = request.getfixturevalue("invariant" if batch_invariant else "llama")
-    engine = GenerationEngine(llama, tokenizer)
-    try:
-        prompt = llama_tokens(chat(QUESTIONS[1]))
-        result = asyncio.run(engine.generate(prompt, SamplingParams(max_new_tokens=64)))
-    finally:
-        engine.stop()
+    prompt = llama_tokens(chat(QUESTIONS[1]))
+    result = generate_alone(llama, tokenizer, prompt, 64)
     assert result.token_ids == llama_greedy(prompt, 64, flash_attn=not batch_invariant)
     assert result.text == tokenizer.decode(result.token_ids, skip_special_tokens=True) and len(result.text) > 40
 
@@ -133,13 +138,8 @@ def test_without_huge_pages_the_file_is_mapped_and_answers_the_same(tokenizer: A
     assert mapped.huge_pages.result(timeout=10).failure == "engine.huge_pages is off"
     assert str(SMOLLM_GGUF) in Path("/proc/self/maps").read_text()
     mapped.reshape(CacheShape(rows=2, row_tokens=512))
-    engine = GenerationEngine(mapped, tokenizer)
-    try:
-        prompt = llama_tokens(chat(QUESTIONS[0]))
-        result = asyncio.run(engine.generate(prompt, SamplingParams(max_new_tokens=24)))
-    finally:
-        engine.stop()
-    assert result.token_ids == llama_greedy(prompt, 24, flash_attn=True)
+    prompt = llama_tokens(chat(QUESTIONS[0]))
+    assert generate_alone(mapped, tokenizer, prompt, 24).token_ids == llama_greedy(prompt, 24, flash_attn=True)
 
 
 def test_requests_joining_and_leaving_equal_llama_cpp(invariant: LlamaCppModel, tokenizer: Any) -> None:

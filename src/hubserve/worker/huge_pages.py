@@ -121,11 +121,11 @@ def huge_bytes(ranges: Sequence[Range], smaps: Iterable[str] | None = None) -> i
 
 
 class NewMemory:
-    """The private memory mapped while in this block (`ranges`, after it), where huge pages can be had; nothing
-    otherwise."""
+    """The private memory mapped while in this block (`ranges`, after it), where huge pages can be had and are not
+    turned off (`off`: why not); nothing otherwise."""
 
-    def __init__(self) -> None:
-        self.unavailable = unavailable()
+    def __init__(self, off: str | None = None) -> None:
+        self.unavailable = off or unavailable()
         self.ranges: list[Range] = []
 
     def __enter__(self) -> NewMemory:

@@ -248,9 +248,7 @@ class LlamaCppModel:
         self.batch_invariant = batch_invariant
         # Read into memory to be moved onto huge pages (on a thread of its own, while the replica loads and serves);
         # where that cannot be, mapped from the file (and shared) as llama.cpp does by default.
-        memory = NewMemory()
-        if not huge_pages:
-            memory.unavailable = "engine.huge_pages is off"
+        memory = NewMemory(off=None if huge_pages else "engine.huge_pages is off")
         params.load_mode = (llama_cpp.LLAMA_LOAD_MODE_NONE if memory.unavailable is None
                             else llama_cpp.LLAMA_LOAD_MODE_MMAP)
         with memory:
