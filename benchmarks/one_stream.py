@@ -2,9 +2,10 @@
 `python -m benchmarks.one_stream [--gguf bf16|q4_1] [--rounds N]`.
 
 One prompt at a time, 64 greedy tokens, in rounds (the order rotated, `rounds.alternate`): llama-server as the
-llamacpp suite runs it, hubserve streaming TGI events, and hubserve answering the same request whole. The whole answer
-skips every per-token hop after the generation thread (the worker's event loop, the frame to the API process, its
-server-sent event to the client): what streaming costs is the difference. For each configuration: tokens/s as the
+llamacpp suite runs it, and answering whole; hubserve streaming TGI events (the replica writes them to the client's
+connection itself), a second hubserve server streaming them through its API process (`HUBSERVE_STREAM_HANDOFF=false`),
+and hubserve answering the same request whole. The whole answers skip every per-token hop after the generation
+thread: what streaming costs each server is the difference. For each configuration: tokens/s as the
 suite counts them (from the request sent to the last token), TTFT, the mean time between tokens, and the CPU each
 process spent per token (on-CPU time from /proc's schedstat; the replicas' event-loop threads apart from their
 generation and llama.cpp threads). Every request opens a connection of its own (the suite keeps hubserve's alive
@@ -36,7 +37,8 @@ from benchmarks.suites.generation import TGI
 from benchmarks.suites.llamacpp import LLAMA_SERVER_STREAM, hubserve_body, llama_server_body, prompt_ids
 from benchmarks.workload import NEW_TOKENS, PROMPTS
 
-CONFIGS = ("llama-server", "hubserve, streamed", "hubserve, answered whole")
+CONFIGS = ("llama-server", "hubserve, streamed", "hubserve, answered whole", "llama-server, answered whole",
+           "hubserve, relayed")
 
 
 @dataclass
@@ -83,17 +85,19 @@ def descendants(root: int) -> list[int]:
 
 
 class CpuMeter:
-    """CPU per process group: the API process, the replicas' event loops (their main threads), the rest of the
-    replicas (the generation thread and llama.cpp's), llama-server."""
+    """CPU per process group: the API processes (both servers': the idle one spends next to none), the replicas'
+    event loops (their main threads), the rest of the replicas (the generation thread and llama.cpp's),
+    llama-server."""
 
-    def __init__(self, api: int, peer: int, rest_s: float = 0.0) -> None:
-        self.api, self.peer = api, peer
+    def __init__(self, apis: tuple[int, ...], peer: int, rest_s: float = 0.0) -> None:
+        self.apis, self.peer = apis, peer
         self.rest_s = rest_s
 
     def read(self) -> dict[str, int]:
-        groups = {"api": sum(thread_cpu_ns(self.api).values()), "llama-server": sum(thread_cpu_ns(self.peer).values()),
-                  "replica event loops": 0, "replica compute": 0}
-        for pid in descendants(self.api):
+        groups = {"api": sum(sum(thread_cpu_ns(api).values()) for api in self.apis),
+                  "llama-server": sum(thread_cpu_ns(self.peer).values()), "replica event loops": 0,
+                  "replica compute": 0}
+        for pid in (pid for api in self.apis for pid in descendants(api)):
             for tid, ns in thread_cpu_ns(pid).items():
                 groups["replica event loops" if tid == pid else "replica compute"] += ns
         return groups
@@ -107,10 +111,9 @@ class CpuMeter:
         return sample
 
 
-def samplers(admin: HubserveAdmin, name: str, peer_url: str, ids: dict[str, list[int]],
+def samplers(url: str, relayed_url: str, peer_url: str, ids: dict[str, list[int]],
              meter: CpuMeter) -> dict[str, Callable[[bool], Sample]]:
     turn = {config: iter(range(1 << 30)) for config in CONFIGS}
-    url = admin.endpoint_url(name)
     peer_body = llama_server_body(ids)
 
     def prompt(config: str) -> str:
@@ -125,38 +128,43 @@ def samplers(admin: HubserveAdmin, name: str, peer_url: str, ids: dict[str, list
 
         return meter.measure(lambda: run_async(one()))
 
-    def whole(body: dict[str, Any]) -> Sample:
+    def whole(target: str, body: dict[str, Any]) -> Sample:
         async def one() -> Sample:
             async with client(1) as http:
-                return Sample(NEW_TOKENS / await post(http, url, json.dumps(body).encode()))
+                return Sample(NEW_TOKENS / await post(http, target, json.dumps(body).encode()))
 
         return meter.measure(lambda: run_async(one()))
 
     def whole_body(text: str) -> dict[str, Any]:
         return {key: value for key, value in hubserve_body(text, NEW_TOKENS).items() if key != "stream"}
 
-    peer, streaming, answered = CONFIGS
+    def peer_whole_body(text: str) -> dict[str, Any]:
+        return {**peer_body(text, NEW_TOKENS), "stream": False}
+
+    peer, streaming, answered, peer_answered, relayed = CONFIGS
     return {
         peer: lambda _warmup: streamed(peer_url, peer_body(prompt(peer), NEW_TOKENS), LLAMA_SERVER_STREAM),
         streaming: lambda _warmup: streamed(url, hubserve_body(prompt(streaming), NEW_TOKENS), TGI),
-        answered: lambda _warmup: whole(whole_body(prompt(answered))),
+        answered: lambda _warmup: whole(url, whole_body(prompt(answered))),
+        peer_answered: lambda _warmup: whole(peer_url, peer_whole_body(prompt(peer_answered))),
+        relayed: lambda _warmup: streamed(relayed_url, hubserve_body(prompt(relayed), NEW_TOKENS), TGI),
     }
 
 
 def report(results: dict[str, Any]) -> None:
     baseline = results["llama-server"]
-    print(f"\n{'':26} {'tokens/s':>9} {'ratio':>6} {'TTFT ms':>8} {'gap ms':>7}   CPU ms per token")
+    print(f"\n{'':28} {'tokens/s':>9} {'ratio':>6} {'TTFT ms':>8} {'gap ms':>7}   CPU ms per token")
     for config in CONFIGS:
         samples = results[config]
         if not isinstance(samples, list):
-            print(f"{config:26} unavailable: {samples}")
+            print(f"{config:28} unavailable: {samples}")
             continue
         ratio = statistics.median(a.tokens_per_second / b.tokens_per_second for a, b in zip(samples, baseline,
                                                                                               strict=False))
         ttfts = [s.ttft_s for s in samples if s.ttft_s is not None]
         gaps = [s.gap_s for s in samples if s.gap_s is not None]
         cpu = {group: statistics.median(s.cpu_ms[group] for s in samples) / NEW_TOKENS for group in samples[0].cpu_ms}
-        print(f"{config:26} {statistics.median(s.tokens_per_second for s in samples):9.2f} {ratio:6.3f} "
+        print(f"{config:28} {statistics.median(s.tokens_per_second for s in samples):9.2f} {ratio:6.3f} "
               f"{1000 * statistics.median(ttfts) if ttfts else float('nan'):8.1f} "
               f"{1000 * statistics.median(gaps) if gaps else float('nan'):7.3f}   "
               + ", ".join(f"{group} {ms:.3f}" for group, ms in cpu.items() if ms >= 0.005))
@@ -183,18 +191,24 @@ def main() -> None:
     ids = prompt_ids(models.generation_folder)
     work = Path(tempfile.mkdtemp(prefix="hubserve-one-stream-"))
     token = "hs_admin_bench-" + secrets.token_hex(8)
+    relayed_env = {**env, "HUBSERVE_STREAM_HANDOFF": "false"}
     with peers.hubserve(work / "home", token, work / "logs", env=env) as server, \
+            peers.hubserve(work / "home-relayed", token, work / "logs-relayed", env=relayed_env) as relaying, \
             llama_server(build.binary, gguf, work / "logs") as peer:
-        admin = HubserveAdmin(server.url, token)
+        admins = [HubserveAdmin(server.url, token), HubserveAdmin(relaying.url, token)]
         try:
-            admin.create("one-stream", str(gguf), "text-generation", **engine("llamacpp"))
-            admin.wait_running("one-stream", backend="llamacpp")
-            assert server.process is not None and peer.process is not None
-            meter = CpuMeter(server.process.pid, peer.process.pid, args.rest)
-            results = alternate(samplers(admin, "one-stream", peer.url + "/completion", ids, meter), args.rounds)
+            for admin in admins:
+                admin.create("one-stream", str(gguf), "text-generation", **engine("llamacpp"))
+            for admin in admins:
+                admin.wait_running("one-stream", backend="llamacpp")
+            assert server.process is not None and relaying.process is not None and peer.process is not None
+            meter = CpuMeter((server.process.pid, relaying.process.pid), peer.process.pid, args.rest)
+            urls = [admin.endpoint_url("one-stream") for admin in admins]
+            results = alternate(samplers(*urls, peer.url + "/completion", ids, meter), args.rounds)
         finally:
-            admin.delete("one-stream")
-            admin.close()
+            for admin in admins:
+                admin.delete("one-stream")
+                admin.close()
     print(f"{gguf.name}, {args.rounds} rounds, load average now {os.getloadavg()[0]:.2f}")
     report(results)
 

@@ -128,7 +128,7 @@ def test_a_threaded_channel_sends_megabytes_past_a_reader_that_lags() -> None:
     async def main() -> None:
         receiver, sender = await threaded_pair()
         sent = asyncio.ensure_future(sender.send({"op": "result"}, big))
-        while sender._unsent_bytes == 0:  # once the loop wrote what the socket takes, the rest waits
+        while sender._out.unsent_bytes == 0:  # once the loop wrote what the socket takes, the rest waits
             await asyncio.sleep(0)
         sender.write_now(ThreadedChannel.frame({"op": "after"}))  # behind what waits
         await asyncio.sleep(0.2)  # the reader lags: the rest waits for the flusher

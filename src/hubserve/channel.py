@@ -149,25 +149,125 @@ class Channel:
 HIGH_WATER = 1 << 20
 
 
+class SocketWriter:
+    """Bytes written to a non-blocking socket from any thread, each write whole and in order (one lock). What the
+    socket cannot take at once waits, in order, for a flusher thread that sends it as the socket drains (an answer
+    of megabytes; a reader that lags). Once the connection fails, writes raise ChannelClosed and what waited is
+    dropped."""
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.socket = sock
+        self.name = name
+        self._lock = threading.Lock()
+        self._unsent: collections.deque[memoryview] = collections.deque()
+        self.unsent_bytes = 0
+        self._flusher: threading.Thread | None = None
+        self.failure: str | None = None
+        self._waiting: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self.failure is not None:
+                raise ChannelClosed(self.failure)
+            if self._unsent:  # behind what waits already: in order
+                self._keep(memoryview(data))
+                return
+            try:
+                sent = self.socket.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._fail(f"{self.name} closed: {exc}")
+                raise ChannelClosed(self.failure) from exc
+            if sent < len(data):
+                self._keep(memoryview(data)[sent:])
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_unsent, name=f"{self.name}-flusher",
+                                                     daemon=True)
+                    self._flusher.start()
+
+    async def drained(self, below: int = 0) -> None:
+        """Until at most `below` bytes wait unsent (or the connection failed)."""
+        future = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self.unsent_bytes > below and self.failure is None:
+                self._waiting.append((below, asyncio.get_running_loop(), future))
+            else:
+                future.set_result(None)
+        await future
+
+    def _keep(self, data: memoryview) -> None:
+        self._unsent.append(data)
+        self.unsent_bytes += len(data)
+
+    def _flush_unsent(self) -> None:
+        poller = select.poll()
+        poller.register(self.socket.fileno(), select.POLLOUT)
+        while True:
+            with self._lock:
+                while self._unsent and self.failure is None:
+                    head = self._unsent[0]
+                    try:
+                        sent = self.socket.send(head)
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        self._fail(f"{self.name} closed: {exc}")
+                        break
+                    self.unsent_bytes -= sent
+                    if sent < len(head):
+                        self._unsent[0] = head[sent:]
+                    else:
+                        self._unsent.popleft()
+                self._wake()
+                if not self._unsent or self.failure is not None:
+                    self._flusher = None
+                    return
+            poller.poll(100)  # writable again (or 100 ms, to look at a close)
+
+    def _fail(self, reason: str) -> None:
+        """Called holding the lock: the connection is gone, and what waited is dropped."""
+        self.failure = reason
+        self._unsent.clear()
+        self.unsent_bytes = 0
+        self._wake()
+
+    def _wake(self) -> None:
+        """Called holding the lock: resolve the waits that are over."""
+        still = []
+        for below, loop, future in self._waiting:
+            if self.unsent_bytes <= below or self.failure is not None:
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    loop.call_soon_threadsafe(_resolve, future)
+            else:
+                still.append((below, loop, future))
+        self._waiting = still
+
+    def close(self, shutdown: bool = True) -> None:
+        """Drop what waits and close the socket; `shutdown` ends the connection too (not only this descriptor of
+        it, which another process may share)."""
+        with self._lock:
+            if self.failure is None:
+                self._fail(f"{self.name} closed")
+            if shutdown:
+                with contextlib.suppress(OSError):
+                    self.socket.shutdown(socket.SHUT_RDWR)
+            self.socket.close()
+
+
 class ThreadedChannel(Channel):
     """A channel whose frames may also be written from other threads (`write_now`): a worker's generation thread
     writes each token's frame itself instead of waking the event loop for it. Every write, the loop's too, goes
-    through one lock onto the socket (a duplicate of the transport's, which then only reads), so frames leave whole
-    and in the order they were written. What the socket cannot take at once waits in order for a flusher thread,
-    which sends it as the socket drains (an answer of megabytes; a reader that lags)."""
+    through one SocketWriter onto the socket (a duplicate of the transport's, which then only reads), so frames
+    leave whole and in the order they were written."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  limits: FrameLimits = FrameLimits()) -> None:
         super().__init__(reader, writer, limits)
         transport_socket = writer.get_extra_info("socket")
-        self._socket = socket.socket(fileno=os.dup(transport_socket.fileno()))
-        self._socket.setblocking(False)
-        self._lock = threading.Lock()
-        self._unsent: collections.deque[memoryview] = collections.deque()
-        self._unsent_bytes = 0
-        self._flusher: threading.Thread | None = None
-        self._failure: str | None = None
-        self._drained: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        duplicate = socket.socket(fileno=os.dup(transport_socket.fileno()))
+        duplicate.setblocking(False)
+        self._out = SocketWriter(duplicate, "channel")
 
     def _write_first(self, data: bytes) -> None:
         self.write_now([data])
@@ -176,20 +276,13 @@ class ThreadedChannel(Channel):
     # them: what must stay in order (a stream's last chunk and its end after its other chunks) is so already.
 
     def _check_open(self) -> None:
-        if self._failure is not None:
-            raise ChannelClosed(self._failure)
+        if self._out.failure is not None:
+            raise ChannelClosed(self._out.failure)
 
     async def _drain(self) -> None:
-        if self._unsent_bytes > HIGH_WATER:  # back-pressure: wait while the socket is behind
-            future = asyncio.get_running_loop().create_future()
-            with self._lock:
-                if self._unsent_bytes > HIGH_WATER and self._failure is None:
-                    self._drained.append((asyncio.get_running_loop(), future))
-                else:
-                    future.set_result(None)
-            await future
-            if self._failure is not None:
-                raise ChannelClosed(self._failure)
+        if self._out.unsent_bytes > HIGH_WATER:  # back-pressure: wait while the socket is behind
+            await self._out.drained(HIGH_WATER // 2)
+            self._check_open()
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []
@@ -198,76 +291,10 @@ class ThreadedChannel(Channel):
 
     def write_now(self, chunks: list[bytes]) -> None:
         """Write these frames' bytes now, from any thread (ChannelClosed once the connection is gone)."""
-        data = b"".join(chunks)
-        with self._lock:
-            if self._failure is not None:
-                raise ChannelClosed(self._failure)
-            if self._unsent:  # behind what waits already: in order
-                self._keep(memoryview(data))
-                return
-            try:
-                sent = self._socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._fail(f"channel closed: {exc}")
-                raise ChannelClosed(self._failure) from exc
-            if sent < len(data):
-                self._keep(memoryview(data)[sent:])
-                if self._flusher is None:
-                    self._flusher = threading.Thread(target=self._flush_unsent, name="channel-flusher", daemon=True)
-                    self._flusher.start()
-
-    def _keep(self, data: memoryview) -> None:
-        self._unsent.append(data)
-        self._unsent_bytes += len(data)
-
-    def _flush_unsent(self) -> None:
-        poller = select.poll()
-        poller.register(self._socket.fileno(), select.POLLOUT)
-        while True:
-            with self._lock:
-                while self._unsent and self._failure is None:
-                    head = self._unsent[0]
-                    try:
-                        sent = self._socket.send(head)
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        self._fail(f"channel closed: {exc}")
-                        break
-                    self._unsent_bytes -= sent
-                    if sent < len(head):
-                        self._unsent[0] = head[sent:]
-                    else:
-                        self._unsent.popleft()
-                if self._unsent_bytes <= HIGH_WATER // 2:
-                    self._wake_senders()
-                if not self._unsent or self._failure is not None:
-                    self._flusher = None
-                    return
-            poller.poll(100)  # writable again (or 100 ms, to look at a close)
-
-    def _fail(self, reason: str) -> None:
-        """Called holding the lock: the connection is gone, and what waited is dropped."""
-        self._failure = reason
-        self._unsent.clear()
-        self._unsent_bytes = 0
-        self._wake_senders()
-
-    def _wake_senders(self) -> None:
-        for loop, future in self._drained:
-            with contextlib.suppress(RuntimeError):  # that loop is closed
-                loop.call_soon_threadsafe(_resolve, future)
-        self._drained = []
+        self._out.write(b"".join(chunks))
 
     def close(self) -> None:
-        with self._lock:
-            if self._failure is None:
-                self._fail("channel closed")
-            with contextlib.suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
-            self._socket.close()
+        self._out.close()
         super().close()
 
 

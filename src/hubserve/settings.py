@@ -37,6 +37,10 @@ class ServerSettings(BaseSettings):
     # Bytes all replicas together may use (`--max-memory`); unset: a share of the machine's memory
     # (serving/capacity.py states the rule). A scale-up that would pass it is refused with a message.
     max_memory: int | None = Field(default=None, ge=1)
+    # A local replica writes a streamed answer's events (TGI's, OpenAI's) to the client's connection itself, once
+    # the server has sent the head and the first event: no hop through this process per token. Off: every event
+    # goes through the server.
+    stream_handoff: bool = True
     # Serve GET /metrics without the admin token (for a Prometheus that scrapes without credentials).
     public_metrics: bool = False
     # How far a model archive may unpack: in all, and as a multiple of its own size (compression bombs).

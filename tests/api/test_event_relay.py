@@ -1,13 +1,16 @@
 """Relayed event streams, on a real uvicorn server with hubserve's HTTP protocol: the replica's read loop writes each
 event as the next HTTP chunk itself, the app's `send` carries only the head and the end, and the bytes are those of
 the iterated stream (TGI's and OpenAI's framing, an error after the first event). A client that leaves cancels the
-request in the worker; a worker that dies mid-stream ends it with the protocol's error event."""
+request in the worker; a worker that dies mid-stream ends it with the protocol's error event. From a replica with a
+line, the client's connection goes down it once the head and the first event are written: the worker writes the
+events in between to it, the bytes are the same, and the connection stays the server's (the next request on it)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import pytest
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
-from fake_replica import ready_replica, worker_gone
+from fake_replica import give_line, line_message, ready_replica, worker_gone
 from hubserve.api.event_relay import Framing, frames
 from hubserve.api.http_protocol import with_head_timeout
 from hubserve.api.openai import OPENAI_EVENTS
@@ -89,6 +92,26 @@ async def answer_stream(worker: Channel, events: list[bytes], error: Overloaded 
     return int(request_id)
 
 
+async def answer_handed_off(worker: Channel, line: socket.socket, events: list[bytes]) -> int:
+    """Take one invocation as a worker with a line: the first event through the channel; the ones in between written
+    as HTTP chunks to the connection that comes down the line, which it then lets go; the last, and the end, through
+    the channel. Its request id."""
+    header, _ = await worker.receive()
+    assert header["op"] == "invoke" and header["handoff"] is True
+    request_id = int(header["id"])
+    await worker.send({"op": "chunk", "id": request_id}, events[0])
+    message, fds = await line_message(line)
+    assert message["id"] == request_id and len(fds) == 1
+    prefix, suffix = message["prefix"].encode("latin-1"), message["suffix"].encode("latin-1")
+    with socket.socket(fileno=fds[0]) as client:
+        for event in events[1:-1]:
+            data = prefix + event + suffix
+            client.sendall(b"%x\r\n%b\r\n" % (len(data), data))
+    await worker.send({"op": "chunk", "id": request_id}, events[-1])
+    await worker.send({"op": "end", "id": request_id})
+    return request_id
+
+
 async def iterated(framing: Framing, events: list[bytes], error: Overloaded | None = None) -> bytes:
     async def source() -> AsyncIterator[bytes]:
         for event in events:
@@ -126,16 +149,49 @@ def test_a_relayed_stream_has_the_iterated_streams_bytes_and_sends_only_its_head
     asyncio.run(main())
 
 
-def test_a_client_that_leaves_a_relayed_stream_cancels_it_in_the_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", sorted(FRAMINGS))
+def test_a_handed_off_stream_has_the_iterated_streams_bytes_and_the_connection_stays_the_servers(
+        tmp_path: Path, protocol: str) -> None:
+    framing = FRAMINGS[protocol]
+
     async def main() -> None:
         replica, worker = await ready_replica(tmp_path)
+        line = give_line(replica)
+        app = Served(replica, framing)
+        async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+            for _ in range(2):  # the second on the same connection: the worker let go of it, the server goes on
+                worker_task = asyncio.ensure_future(answer_handed_off(worker, line, EVENTS))
+                response = await client.post("/", content=b"{}")
+                await asyncio.wait_for(worker_task, 5)
+                assert response.status_code == 200
+                assert response.content == await iterated(framing, EVENTS)
+        assert app.sends == [2, 2]
+        assert app.clients[0] == app.clients[1]
+        assert replica.in_flight == 0
+        line.close()
+        await worker_gone(replica, worker)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("handed_off", [False, True])
+def test_a_client_that_leaves_a_stream_cancels_it_in_the_worker(tmp_path: Path, handed_off: bool) -> None:
+    async def main() -> None:
+        replica, worker = await ready_replica(tmp_path)
+        line = give_line(replica) if handed_off else None
         async with serving(Served(replica, TGI_EVENTS)) as url:
             host, port = url.removeprefix("http://").split(":")
             reader, writer = await asyncio.open_connection(host, int(port))
             writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
             header, _ = await worker.receive()
             await worker.send({"op": "chunk", "id": header["id"]}, EVENTS[0])
-            await worker.send({"op": "chunk", "id": header["id"]}, EVENTS[1])
+            client = None
+            if line is None:
+                await worker.send({"op": "chunk", "id": header["id"]}, EVENTS[1])
+            else:  # the worker writes the second event to the connection it was handed
+                client = socket.socket(fileno=(await line_message(line))[1][0])
+                data = b"data: " + EVENTS[1] + b"\n\n"
+                client.sendall(b"%x\r\n%b\r\n" % (len(data), data))
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head
             assert EVENTS[1] in await reader.readuntil(EVENTS[1])
@@ -143,8 +199,12 @@ def test_a_client_that_leaves_a_relayed_stream_cancels_it_in_the_worker(tmp_path
             cancel, _ = await asyncio.wait_for(worker.receive(), 5)
             assert cancel == {"op": "cancel", "id": header["id"]}
             assert replica.in_flight == 0
+            if client is not None:
+                client.close()
             await worker.send({"op": "chunk", "id": header["id"]}, EVENTS[2])  # late: dropped
             await worker.send({"op": "end", "id": header["id"]})
+        if line is not None:
+            line.close()
         await worker_gone(replica, worker)
 
     asyncio.run(main())

@@ -1,9 +1,11 @@
 """The worker hub: only a connection that opens with an expected replica's id and secret gets a channel;
-anything else is closed before a frame is read, and a wrong guess does not lock the real replica out."""
+anything else is closed before a frame is read, and a wrong guess does not lock the real replica out. The same holds
+for a replica's line, down which the server passes client connections."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 
@@ -109,3 +111,50 @@ def test_a_silent_connection_is_closed_after_the_handshake_timeout() -> None:
         assert not replica.attached
 
     run_with_hub(test, handshake_timeout_s=0.2)
+
+
+def test_a_replicas_line_is_attached_once_only_with_its_secret() -> None:
+    """The line (a Unix socket in the abstract namespace, which any local process can dial) is proven as the
+    channel is: a wrong secret, another replica's name or silence are refused, and the real replica still gets it."""
+    async def main() -> None:
+        hub = WorkerHub(line=True, handshake_timeout_s=0.2)
+        await hub.start()
+        assert hub.line_address is not None
+        lines: list[socket.socket] = []
+        hub.expect("e-1", FakeReplica(SECRET), line=lines.append)
+        loop = asyncio.get_running_loop()
+
+        async def refused(first_bytes: bytes) -> bool:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as dialer:
+                dialer.connect("\0" + str(hub.line_address))
+                dialer.setblocking(False)
+                if first_bytes:
+                    dialer.send(first_bytes)
+                return await asyncio.wait_for(loop.sock_recv(dialer, 1), 5) == b""
+
+        try:
+            assert await refused(Preamble("e-1", b"f" * 32, 66).pack())
+            assert await refused(Preamble("other", SECRET.encode(), 66).pack())
+            assert await refused(b"")  # silent past the handshake timeout
+            assert not lines
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as dialer:
+                dialer.connect("\0" + str(hub.line_address))
+                dialer.send(Preamble("e-1", SECRET.encode(), 77).pack())
+                while not lines:
+                    await asyncio.sleep(0.01)
+                ours, theirs = socket.socketpair()
+                socket.send_fds(lines[0], [b"stream 1"], [theirs.fileno()])  # what the line is for
+                message, fds, _, _ = socket.recv_fds(dialer, 100, 1)
+                assert message == b"stream 1" and len(fds) == 1
+                with socket.socket(fileno=fds[0]) as received:
+                    received.send(b"through the passed socket")
+                assert ours.recv(100) == b"through the passed socket"
+                ours.close()
+                theirs.close()
+            assert await refused(Preamble("e-1", SECRET.encode(), 78).pack())  # a replay: nobody waits for it
+        finally:
+            for line in lines:
+                line.close()
+            await hub.close()
+
+    asyncio.run(main())

@@ -1,17 +1,23 @@
 """A replica whose worker dies under requests: they fail as `ReplicaLost` (a 503 to retry, not the caller's
 fault), streamed ones before their first event too, and it takes no request after. A worker that does not answer
-in time is a 504, streamed or not."""
+in time is a 504, streamed or not. With a line, every streamed answer tells the worker once where its events go: the
+client's connection down the line, or (iterated, a connection with unsent bytes, a broken line) keep them coming."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fake_replica import ready_replica
+from fake_replica import give_line, line_message, ready_replica, worker_gone
+from hubserve.channel import Channel
 from hubserve.errors import InvocationTimeout, ReplicaLost
 from hubserve.invocation import InvocationRequest
+from hubserve.serving.replica import HandOff, Replica, StreamedAnswer
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -66,5 +72,68 @@ def test_a_stats_call_is_not_a_request_in_flight(tmp_path: Path) -> None:
         worker.close()
         with pytest.raises(ReplicaLost):
             await call
+
+    asyncio.run(main())
+
+
+async def started_stream(replica: Replica, worker: Channel) -> tuple[StreamedAnswer, dict[str, Any]]:
+    """A streamed answer whose first event came; the worker's invocation header."""
+    stream = asyncio.ensure_future(replica.stream(InvocationRequest(body=b"{}", stream=True), 5))
+    header, _ = await worker.receive()
+    await worker.send({"op": "chunk", "id": header["id"]}, b"first")
+    return await stream, header
+
+
+def test_a_streamed_answer_hands_the_client_connection_down_the_line_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        replica, worker = await ready_replica(tmp_path)
+        line = give_line(replica)
+        answer, header = await started_stream(replica, worker)
+        assert header["handoff"] is True
+        written: list[tuple[str, Any]] = []
+        server_end, client_end = socket.socketpair()
+        answer.relay(lambda op, value: written.append((op, value)),
+                     lambda: HandOff(server_end.fileno(), b"data: ", b"\n\n"))
+        assert written == [("chunk", b"first")]
+        message, fds = await line_message(line)
+        assert message == {"id": header["id"], "prefix": "data: ", "suffix": "\n\n"}
+        assert os.fstat(fds[0]).st_ino == os.fstat(server_end.fileno()).st_ino  # that very connection
+        await worker.send({"op": "end", "id": header["id"]})
+        await asyncio.wait_for(answer.relay(written.append), 5)
+        for fd in fds:
+            os.close(fd)
+        server_end.close()
+        client_end.close()
+        line.close()
+        await worker_gone(replica, worker)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["iterated", "unsent bytes", "broken line"])
+def test_a_streamed_answer_that_keeps_its_connection_tells_the_worker(tmp_path: Path, how: str) -> None:
+    async def main() -> None:
+        replica, worker = await ready_replica(tmp_path)
+        line = give_line(replica)
+        answer, header = await started_stream(replica, worker)
+        server_end, client_end = socket.socketpair()
+        if how == "iterated":
+            assert await answer.__anext__() == b"first"
+        elif how == "unsent bytes":  # what the relay's connection answers when it has not sent all yet
+            answer.relay(lambda op, value: None, lambda: None)
+        else:
+            line.close()
+            answer.relay(lambda op, value: None, lambda: HandOff(server_end.fileno(), b"", b""))
+        assert (await asyncio.wait_for(worker.receive(), 5))[0] == {"op": "keep", "id": header["id"]}
+        await worker.send({"op": "end", "id": header["id"]})
+        if how == "broken line":  # the replica let go of it: its streams go through the server from now on
+            assert not (await started_stream(replica, worker))[1]["handoff"]
+        else:
+            with pytest.raises(BlockingIOError):  # nothing came down the line
+                socket.recv_fds(line, 4096, 1)
+        server_end.close()
+        client_end.close()
+        line.close()
+        await worker_gone(replica, worker)
 
     asyncio.run(main())

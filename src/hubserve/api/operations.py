@@ -23,9 +23,12 @@ StreamWhen = Callable[[InvocationRequest], bool]
 EndpointHandler = Callable[[str, Request], Awaitable[Response]]
 
 
+# With the space after the colon, as TGI's router (axum) writes it: every client reads that form.
+SSE_PARTS = (b"data: ", b"\n\n")
+
+
 def sse(data: bytes) -> bytes:
-    # With the space after the colon, as TGI's router (axum) writes it: every client reads that form.
-    return b"data: " + data + b"\n\n"
+    return SSE_PARTS[0] + data + SSE_PARTS[1]
 
 
 def wants_stream(body: bytes, content_type: str) -> bool:
@@ -61,6 +64,10 @@ class EventStream:
 
     def event(self, data: bytes) -> bytes:
         return sse(data)
+
+    @property
+    def parts(self) -> tuple[bytes, bytes]:
+        return SSE_PARTS
 
     def failure(self, exc: HubserveError) -> bytes:
         """The event an error after the 200 becomes."""

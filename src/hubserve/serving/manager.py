@@ -49,7 +49,8 @@ class EndpointManager:
     def __init__(self, settings: ServerSettings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.hub = WorkerHub(port=settings.hub_port)
+        # Local replicas write streamed answers to the client themselves (the hub's line); on Ray, through here.
+        self.hub = WorkerHub(port=settings.hub_port, line=settings.stream_handoff and not settings.ray_address)
         self.local_spawner: Spawner | None = None
         self.ray: RaySpawner | None = None
         self.spawner: ReplicaSpawner

@@ -124,7 +124,7 @@ class ReplicaHost:
         config = WorkerConfig.model_validate_json(env[CONFIG_ENV])
         self._relay = Relay(config.replica_id, (config.host, config.port, config.secret))
         host, port = await self._relay.listen()
-        relayed = config.model_copy(update={"host": host, "port": port, "secret": self._relay.secret})
+        relayed = config.model_copy(update={"host": host, "port": port, "secret": self._relay.secret, "line": None})
         return {**env, CONFIG_ENV: relayed.model_dump_json()}
 
     async def attach(self, host: str, port: int, secret: str) -> None:

@@ -7,10 +7,14 @@ import contextlib
 import logging
 import secrets
 import signal
+import socket
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from hubserve.channel import Channel, ChannelClosed
 from hubserve.errors import HubserveError, InvocationTimeout, ReplicaLost, error_from_dict
@@ -65,6 +69,7 @@ class Replica:
         self._lost_at: float | None = None
         self._log_offset = 0
         self._channel: Channel | None = None
+        self._line: socket.socket | None = None  # where streamed answers' client connections go (WorkerHub)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, asyncio.Queue[Message] | Relay] = {}
         self._next_id = 0
@@ -73,13 +78,14 @@ class Replica:
 
     async def start(self) -> None:
         config = WorkerConfig(replica_id=self.id, spec=self.spec, host=self._hub.advertised_host,
-                              port=self._hub.port, secret=self.secret, models_dir=str(self._context.models_dir),
+                              port=self._hub.port, secret=self.secret, line=self._hub.line_address,
+                              models_dir=str(self._context.models_dir),
                               archive_limits=self._context.archive_limits,
                               threads=self._context.spawner.threads(self.spec))
         # The spawner lays this over the env of wherever the process runs (this server, or a Ray node).
         env = {**self.spec.env, CONFIG_ENV: config.model_dump_json(), "PYTHONUNBUFFERED": "1",
                "PYTHONFAULTHANDLER": "1"}
-        self._hub.expect(self.id, self)
+        self._hub.expect(self.id, self, line=self.attach_line)
         self._log_offset = log_size(self._log_path)  # where this worker's own output will start
         try:
             self._process = await self._context.spawner.start(self.spec, env, self._log_path)
@@ -102,6 +108,12 @@ class Replica:
     def attach(self, channel: Channel, pid: int) -> None:
         self._channel = channel
         self._spawn(self._read_loop(channel))
+
+    def attach_line(self, line: socket.socket) -> None:
+        if self._lost:
+            line.close()
+        else:
+            self._line = line
 
     async def wait_settled(self) -> None:
         """Until the replica is ready, failed, or gone."""
@@ -184,6 +196,12 @@ class Replica:
             stream.put_nowait(("error", _replica_lost()))
         if self._channel is not None:
             self._channel.close()
+        self._drop_line()
+
+    def _drop_line(self) -> None:
+        if self._line is not None:
+            self._line.close()
+            self._line = None
 
     @property
     def ready_for(self) -> float:
@@ -248,8 +266,12 @@ class Replica:
         queue: asyncio.Queue[Message] = asyncio.Queue()
         self._streams[request_id] = queue
         self.in_flight += 1
+        # With a line, the worker holds the events after the first until told whether it gets the client's
+        # connection (`_hand_off`): every such answer must be told, once.
+        handoff = self._line is not None
         try:
-            await channel.send({"op": "invoke", **request.header(), "id": request_id}, request.body)
+            await channel.send({"op": "invoke", **request.header(), "id": request_id, "handoff": handoff},
+                               request.body)
             first = await asyncio.wait_for(queue.get(), timeout)
         except ChannelClosed as exc:
             await self._end_stream(request_id, cancel=False)
@@ -263,7 +285,7 @@ class Replica:
         if first[0] == "error":
             await self._end_stream(request_id, cancel=False)
             raise first[1]
-        return StreamedAnswer(self, request_id, queue, first)
+        return StreamedAnswer(self, request_id, queue, first, handoff)
 
     async def _stream_events(self, request_id: int, queue: asyncio.Queue[Message], first: Message,
                              ) -> AsyncGenerator[bytes, None]:
@@ -293,6 +315,29 @@ class Replica:
         if not relay.done.done():
             self._streams[request_id] = relay
         return relay.done
+
+    def _hand_off(self, request_id: int, target: HandOff | None) -> None:
+        """Tell the worker whether it writes the rest of this answer to the client itself: the client's socket goes
+        down the line (the worker writes each event framed by `target` as an HTTP chunk, from the event after the
+        first until its last, which comes through here as before), or it is told to keep sending them here."""
+        if target is not None and self._line is not None:
+            message = orjson.dumps({"id": request_id, "prefix": target.prefix.decode("latin-1"),
+                                    "suffix": target.suffix.decode("latin-1")})
+            try:
+                socket.send_fds(self._line, [message], [target.fileno])
+                return
+            except BlockingIOError:  # the worker is behind on its line: this answer comes through here
+                pass
+            except OSError as exc:
+                log.warning("replica %s: its line failed (%s); streamed answers go through the server", self.id, exc)
+                self._drop_line()
+        if self._channel is not None:
+            self._spawn(self._send_quietly({"op": "keep", "id": request_id}))
+
+    async def _send_quietly(self, header: dict[str, Any]) -> None:
+        if self._channel is not None:
+            with contextlib.suppress(ChannelClosed):
+                await self._channel.send(header)
 
     def _forget_stream(self, request_id: int) -> bool:
         """Drop a stream's bookkeeping; False if it was already dropped."""
@@ -372,31 +417,57 @@ class Relay:
             self.done.set_result(None)
 
 
+@dataclass(frozen=True)
+class HandOff:
+    """A client's connection, for the worker to write the rest of a streamed answer to: its socket's descriptor (it
+    has sent all the server wrote to it), and what goes before and after each event (the response's framing)."""
+
+    fileno: int
+    prefix: bytes
+    suffix: bytes
+
+
 class StreamedAnswer:
     """A streamed answer's events (bytes), read as an async iterator; or relayed: handed to a writer by the
-    replica's read loop as each arrives, the fast path for a response that can write them itself."""
+    replica's read loop as each arrives, the fast path for a response that can write them itself; and from a
+    replica with a line, written by the worker itself to the client's connection (`relay`'s `hand_off`)."""
 
-    def __init__(self, replica: Replica, request_id: int, queue: asyncio.Queue[Message], first: Message) -> None:
+    def __init__(self, replica: Replica, request_id: int, queue: asyncio.Queue[Message], first: Message,
+                 handoff: bool = False) -> None:
         self._replica = replica
         self._request_id = request_id
         self._queue = queue
         self._first = first
         self._events = replica._stream_events(request_id, queue, first)
         self._relayed: asyncio.Future[None] | None = None
+        self._handoff_open = handoff  # the worker waits to hear whether it gets the connection
 
     def __aiter__(self) -> StreamedAnswer:
         return self
 
     def __anext__(self) -> Awaitable[bytes]:
+        self._answer_handoff(None)
         return self._events.__anext__()
 
-    def relay(self, write: Callable[[str, Any], None]) -> asyncio.Future[None]:
+    def relay(self, write: Callable[[str, Any], None],
+              hand_off: Callable[[], HandOff | None] | None = None) -> asyncio.Future[None]:
         """From now on each message goes to `write(op, value)` as it arrives, called from the read loop (so it must
         not block): op "chunk" with an event's bytes, then "end", or "error" with the HubserveError. The future
-        resolves after the last one. Only for an answer not iterated yet."""
+        resolves after the last one. Only for an answer not iterated yet.
+
+        Once what came so far is written, `hand_off()` may name the client's connection: the worker then writes the
+        events after those to it itself (whatever comes through the channel meanwhile still goes to `write`, in
+        order), until its last event, which comes to `write` as before. Until the future resolves nothing else may
+        write to that connection."""
         if self._relayed is None:
             self._relayed = self._replica._relay(self._request_id, self._queue, self._first, write)
+            self._answer_handoff(hand_off() if hand_off is not None and not self._relayed.done() else None)
         return self._relayed
+
+    def _answer_handoff(self, target: HandOff | None) -> None:
+        if self._handoff_open:
+            self._handoff_open = False
+            self._replica._hand_off(self._request_id, target)
 
     async def aclose(self) -> None:
         """Stop early: the worker is told to cancel the request, unless its answer already ended."""

@@ -16,6 +16,9 @@ class WorkerConfig(BaseModel):
     host: str
     port: int
     secret: str
+    # The server's line for local replicas (`WorkerHub.line_address`): where it hands a streamed answer's client
+    # connection over, for the replica to write the events to itself. None: every event goes through the server.
+    line: str | None = None
     models_dir: str
     archive_limits: ArchiveLimits  # the server's: archives unpack in the worker
     # torch's threads (which ONNX Runtime and llama.cpp follow) where the replica's placement gave it its own cores

@@ -260,14 +260,17 @@ class GenerationEngine:
             if request.direct is not None and isinstance(outcome, TokenEvent) and outcome.result is None:
                 if request.cancelled:  # its reader is gone: nothing to write
                     continue
+                sink = request.direct.sink
                 try:
-                    frame = request.direct.sink.frame(request.direct.shape(outcome))
+                    body = request.direct.shape(outcome)
                 except Exception:  # a bug: this and the rest of its events go the event loop's way
                     log.exception("a token event could not be shaped on the generation thread")
                     request.direct = None
                 else:
-                    frames, requests = written.setdefault(request.direct.sink.channel, ([], []))
-                    frames += frame
+                    if sink.handoff is not None and sink.handoff.take(body):  # to its client, or held
+                        continue
+                    frames, requests = written.setdefault(sink.channel, ([], []))
+                    frames += sink.frame(body)
                     requests.append(request)
                     continue
             if not request.streamed:
