@@ -40,6 +40,11 @@ class RowSampling:
     plain_greedy: bool = False
     scratch: np.ndarray | None = field(default=None, repr=False)  # `choose_greedy`'s work buffer, kept between steps
 
+    @property
+    def penalized(self) -> bool:
+        """Whether any row has a penalty, which needs the rows' tokens so far."""
+        return self.penalty is not None or bool(self.counted)
+
     @classmethod
     def build(
         cls,
@@ -96,15 +101,16 @@ class Choice:
 def choose(
     logits: Logits,
     rows: RowSampling,
-    token_ids: torch.Tensor,
+    token_ids: torch.Tensor | None,
     generated: Sequence[int],
     refused: torch.Tensor | None = None,
 ) -> Choice:
     """The next token of every row.
 
     `token_ids` holds every row's tokens so far (prompt included, -1 where left padding, generated tokens last),
-    for the penalties; `generated` how many tokens each row generated so far, for min_new_tokens and the frequency
-    and presence penalties; `refused` the tokens each of `rows.constrained` may not take (a boolean row each).
+    for the penalties (None where no row has one: `rows.penalized`); `generated` how many tokens each row generated
+    so far, for min_new_tokens and the frequency and presence penalties; `refused` the tokens each of
+    `rows.constrained` may not take (a boolean row each).
     """
     if isinstance(logits, np.ndarray):
         if rows.plain_greedy and refused is None:
@@ -116,10 +122,12 @@ def choose(
     for row, min_new, eos in rows.min_new:
         if generated[row] < min_new and len(eos):
             scores[row, torch.from_numpy(eos)] = NEG_INF
-    if rows.penalty is not None:
-        scores = penalize(scores, token_ids, rows.penalty)
-    if rows.counted:
-        scores = penalize_counts(scores, token_ids, generated, rows)
+    if rows.penalized:
+        assert token_ids is not None, "penalties need each row's tokens"
+        if rows.penalty is not None:
+            scores = penalize(scores, token_ids, rows.penalty)
+        if rows.counted:
+            scores = penalize_counts(scores, token_ids, generated, rows)
     if refused is not None and len(rows.constrained) == len(scores):  # every row: in place, no copies
         scores.masked_fill_(refused, NEG_INF)
     elif refused is not None:
