@@ -1,7 +1,8 @@
 """Token streaming end to end: server-sent events from the engine to the client, the first token before
 the end, cancellation when the client goes away, and real clients (huggingface_hub) reading the stream. A local
-replica writes a stream's events after the first to the client's connection itself: the connection then serves the
-next requests as before, and a client that reads slowly still gets every event, in order."""
+replica writes a stream's events after the first to the client's connection itself (TGI's, and the OpenAI SDK's chat
+stream): the connection then serves the next requests as before, and a client that reads slowly still gets every
+event, in order."""
 
 from __future__ import annotations
 
@@ -195,3 +196,21 @@ def test_a_client_that_reads_slowly_gets_every_event_of_a_handed_off_stream(serv
         assert tokens[-1]["details"]["generated_tokens"] == 300
         assert exchange(connection, generator, {"inputs": "x", "parameters": {"max_new_tokens": 2}})[0] == 200
     assert handed_off(server) == before + 1
+
+
+def test_the_openai_sdks_chat_stream_is_handed_off_too(server: Server, generator: str) -> None:
+    import openai
+
+    with openai.OpenAI(base_url=f"{generator}/v1", api_key="unused", max_retries=0) as client:
+        for tokens in range(12, 24):  # a length that does not cut a character short (a stream holds those back)
+            asked = {"model": "streamer", "messages": [{"role": "user", "content": "the day is"}],
+                     "max_tokens": tokens, "temperature": 0}
+            whole = client.chat.completions.create(**asked)
+            if not (whole.choices[0].message.content or "").endswith("\ufffd"):
+                break
+        before = handed_off(server)
+        chunks = list(client.chat.completions.create(**asked, stream=True))
+    assert handed_off(server) == before + 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == whole.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason

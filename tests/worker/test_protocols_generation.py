@@ -1,12 +1,15 @@
 """TGI's and OpenAI's generation protocols on a replica's engine (the tiny Llama, in process): the answers' and
 chunks' shapes, usage counts, stop strings (cut for OpenAI, kept by TGI), n choices, logprobs, JSON schemas and tool
-calls by constrained decoding, and bad requests refused by name before anything runs."""
+calls by constrained decoding, and bad requests refused by name before anything runs. A lone OpenAI choice's chunks
+made on the generation thread (under a worker's channel) are those the event loop makes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +18,13 @@ import jsonschema
 import pytest
 import torch
 
+from hubserve.channel import Channel, ThreadedChannel
 from hubserve.errors import BadRequest
 from hubserve.invocation import InvocationRequest, Route
 from hubserve.spec import EngineSpec
 from hubserve.worker import protocols
 from hubserve.worker.engine import Engine
+from hubserve.worker.generation.direct import ChunkSink
 from hubserve.worker.handlers import TaskModel
 from hubserve.worker.tasks import LoadOptions, adapter_class
 from hubserve.worker.tasks.text_generation import TextGenerationAdapter
@@ -88,6 +93,27 @@ def stream(engine: Engine, route: Route, body: Any) -> list[dict[str, Any]]:
     return asyncio.run(events())
 
 
+def stream_through_a_channel(engine: Engine, route: Route, body: Any) -> tuple[list[dict[str, Any]], int]:
+    """The stream as a worker sends it: the events the generation thread writes to its channel itself, then those
+    that come through the event loop; and how many the generation thread wrote."""
+    async def events() -> tuple[list[dict[str, Any]], int]:
+        ours, theirs = socket.socketpair()
+        receiver = Channel(*await asyncio.open_connection(sock=ours))
+        sender = ThreadedChannel(*await asyncio.open_connection(sock=theirs))
+        looped = [event async for event in await protocols.stream(engine, request(route, body), ChunkSink(sender, 7))]
+        written = []
+        with contextlib.suppress(TimeoutError):  # all of them came before the loop heard of the last event
+            while True:
+                header, chunk = await asyncio.wait_for(receiver.receive(), 0.5)
+                assert header == {"op": "chunk", "id": 7}
+                written.append(json.loads(chunk))
+        sender.close()
+        receiver.close()
+        return written + looped, len(written)
+
+    return asyncio.run(events())
+
+
 def chat(engine: Engine, **fields: Any) -> Any:
     return call(engine, Route.CHAT, {"model": "tiny", "messages": MESSAGES, **fields})
 
@@ -150,6 +176,28 @@ def test_chat_stream_adds_up_to_the_answer_then_gives_the_usage(engine: Engine) 
     assert finish == [answer["choices"][0]["finish_reason"]]
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == answer["usage"]
     assert "usage" not in chat_chunks(engine, max_tokens=2, **GREEDY)[-1]
+
+
+@pytest.mark.parametrize("route, fields", [
+    (Route.CHAT, {"max_tokens": 12}),
+    (Route.CHAT, {"max_tokens": 12, "logprobs": True, "top_logprobs": 2, "stream_options": {"include_usage": True}}),
+    (Route.CHAT, {"max_tokens": 16, "stop": "STOP"}),  # the stop string found below
+    (Route.COMPLETIONS, {"prompt": "The day", "max_tokens": 8, "echo": True}),
+    (Route.COMPLETIONS, {"prompt": "The day", "max_tokens": 8, "logprobs": 1}),
+], ids=["chat", "chat-logprobs-usage", "chat-stop", "completions-echo", "completions-logprobs"])
+def test_a_lone_choices_chunks_made_by_the_generation_thread_are_the_event_loops(
+        engine: Engine, route: Route, fields: dict[str, Any]) -> None:
+    body = {"model": "tiny", "stream": True, **GREEDY, **fields}
+    if route is Route.CHAT:
+        body["messages"] = MESSAGES
+    if body.get("stop") == "STOP":  # two letters the greedy answer has after its first few
+        text = generated(engine, generation(engine).render_chat(MESSAGES), max_new_tokens=16)["generated_text"]
+        body["stop"] = next(text[at:at + 2] for at in range(3, len(text) - 1) if text[at:at + 2].isalpha())
+    looped = stream(engine, route, body)
+    sent, written = stream_through_a_channel(engine, route, body)
+    assert written >= 2  # the opening and the first tokens came from the generation thread
+    assert [{**chunk, "id": "", "created": 0} for chunk in sent] == [{**chunk, "id": "", "created": 0}
+                                                                    for chunk in looped]
 
 
 def test_n_gives_independent_choices_reproducible_with_a_seed(engine: Engine) -> None:

@@ -56,11 +56,11 @@ async def tgi_events(tokens: TokenStream, prefix: str) -> AsyncIterator[dict[str
         tokens.cancel()
 
 
-def tgi_chunk(event: TokenEvent) -> bytes:
+def tgi_chunk(event: TokenEvent) -> tuple[bytes]:
     """A token's TGI stream event, but the last, written by the generation thread (see generation.direct): compact,
     as TGI's own (serde_json) are, and in orjson, the fastest there (a -inf or NaN log-probability, which JSON
     cannot hold, is null)."""
-    return orjson.dumps(tgi_event(event, ""))
+    return (orjson.dumps(tgi_event(event, "")),)
 
 
 def tgi_event(event: TokenEvent, prefix: str) -> dict[str, Any]:

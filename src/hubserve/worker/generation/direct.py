@@ -18,15 +18,15 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from hubserve.channel import ChannelClosed, SocketWriter, ThreadedChannel
 from hubserve.worker.generation.types import TokenEvent
 
-# A token event (not the last) as its stream's chunk body.
-Shape = Callable[[TokenEvent], bytes]
+# A token event (not the last) as its stream's chunk bodies: one event each (none for a token that shows nothing yet).
+Shape = Callable[[TokenEvent], Sequence[bytes]]
 
 
 log = logging.getLogger("hubserve.worker")

@@ -262,16 +262,17 @@ class GenerationEngine:
                     continue
                 sink = request.direct.sink
                 try:
-                    body = request.direct.shape(outcome)
+                    bodies = request.direct.shape(outcome)
                 except Exception:  # a bug: this and the rest of its events go the event loop's way
                     log.exception("a token event could not be shaped on the generation thread")
                     request.direct = None
                 else:
-                    if sink.handoff is not None and sink.handoff.take(body):  # to its client, or held
-                        continue
-                    frames, requests = written.setdefault(sink.channel, ([], []))
-                    frames += sink.frame(body)
-                    requests.append(request)
+                    for body in bodies:
+                        if sink.handoff is not None and sink.handoff.take(body):  # to its client, or held
+                            continue
+                        frames, requests = written.setdefault(sink.channel, ([], []))
+                        frames += sink.frame(body)
+                        requests.append(request)
                     continue
             if not request.streamed:
                 if isinstance(outcome, TokenEvent) and outcome.result is None:

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from hubserve import __version__
 from hubserve.errors import BadRequest
 from hubserve.invocation import InvocationRequest, InvocationResult, Route
@@ -422,40 +424,78 @@ async def answer(run: Run) -> InvocationResult:
     return json_result({**run.head(chunk=False), "choices": choices, "usage": run.usage([end for end in ends if end])})
 
 
+class ChoiceChunks:
+    """One choice's stream chunks as its tokens come: its opening (the assistant's role; the prompt echoed), then its
+    text, held back where a stop string may begin (`Choice`), with the tokens' log-probabilities when asked for.
+    For a lone choice they are made on the generation thread itself (`direct`), all but the last token's; the event
+    loop then makes only the last one's, with the same state."""
+
+    def __init__(self, run: Run, index: int, head: dict[str, Any]) -> None:
+        self.run = run
+        self.index = index
+        self.head = head
+        self.choice = Choice(run.stops)
+        self.offset = len(prompt_text(run, index))
+        self.opened = False
+
+    def opening(self) -> list[dict[str, Any]]:
+        """The role (and the echoed prompt) before the first token; nothing once given."""
+        if self.opened:
+            return []
+        self.opened = True
+        if not (self.run.chat or self.offset):
+            return []
+        start = piece(self.run, self.index, prompt_text(self.run, self.index), [],
+                      delta={"role": "assistant", "content": ""})
+        return [{**self.head, "choices": [start]}]
+
+    def token(self, event: TokenEvent) -> list[dict[str, Any]]:
+        """The chunk of a token that is not the last (none while its text is held back and no logprobs are asked)."""
+        run = self.run
+        said = "" if run.tools or event.special else self.choice.add(event.text)  # as the whole answer's text
+        if not said and logprobs(run, [event]) is None:
+            return []
+        part = piece(run, self.index, said, [event], self.offset, delta={"content": said})
+        self.offset += len(said)
+        return [{**self.head, "choices": [part]}]
+
+    def direct(self, event: TokenEvent) -> list[bytes]:
+        """`token` (after the opening, the first time) as the generation thread writes it: JSON bodies."""
+        return [orjson.dumps(chunk) for chunk in [*self.opening(), *self.token(event)]]
+
+
 async def chunks(run: Run) -> AsyncIterator[dict[str, Any]]:
     """The stream's chunks: choices interleaved as their tokens come, each ending with its finish reason; then the
-    usage when `stream_options.include_usage`."""
-    streams = run.adapter.open(run.plan)  # before the first chunk: Overloaded is an HTTP error
-    return _chunks(run, streams)
-
-
-async def _chunks(run: Run, streams: list[TokenStream]) -> AsyncIterator[dict[str, Any]]:
+    usage when `stream_options.include_usage`. A lone choice's chunks but the last come from the generation thread
+    (generation.direct), when its stream has somewhere to write them."""
     head = run.head(chunk=True)
-    choices = [Choice(run.stops) for _ in streams]
-    offsets = [len(prompt_text(run, index)) for index in range(len(streams))]
+    choices = [ChoiceChunks(run, index, head) for index in range(len(run.plan.prompts))]
+    shape = choices[0].direct if len(choices) == 1 else None
+    streams = run.adapter.open(run.plan, shape=shape)  # before the first chunk: Overloaded is an HTTP error
+    return _chunks(run, streams, choices)
+
+
+async def _chunks(run: Run, streams: list[TokenStream], choices: list[ChoiceChunks]) -> AsyncIterator[dict[str, Any]]:
+    if len(choices) > 1:  # every choice's opening first (a lone choice's comes with its first token)
+        for choice in choices:
+            for chunk in choice.opening():
+                yield chunk
     ends: list[GenerationResult] = []
-    for index in range(len(streams)):
-        if run.chat or offsets[index]:  # the assistant's role; the prompt echoed
-            start = piece(run, index, prompt_text(run, index), [], delta={"role": "assistant", "content": ""})
-            yield {**head, "choices": [start]}
     async for index, event in merged(streams):
-        said = "" if run.tools or event.special else choices[index].add(event.text)  # as the whole answer's text
-        parts = []
-        if said or logprobs(run, [event]) is not None:
-            parts.append(piece(run, index, said, [event], offsets[index], delta={"content": said}))
-            offsets[index] += len(said)
+        choice = choices[index]
+        parts = [*choice.opening(), *choice.token(event)]
         end = event.result
         if end is not None:
             ends.append(end)
-            content, calls, reason = ending(run, end, choices[index].end())
+            content, calls, reason = ending(run, end, choice.choice.end())
             delta = {"tool_calls": [{"index": 0, **call} for call in calls]} if calls else {"content": content or ""}
             if calls or content:
-                parts.append(piece(run, index, content, [], delta=delta))
-            parts.append(piece(run, index, "", [], reason=reason, delta={}))
+                parts.append({**choice.head, "choices": [piece(run, index, content, [], delta=delta)]})
+            parts.append({**choice.head, "choices": [piece(run, index, "", [], reason=reason, delta={})]})
         for part in parts:
-            yield {**head, "choices": [part]}
+            yield part
     if (run.body.get("stream_options") or {}).get("include_usage"):
-        yield {**head, "choices": [], "usage": run.usage(ends)}
+        yield {**run.head(chunk=True), "choices": [], "usage": run.usage(ends)}
 
 
 async def chat(engine: Engine, request: InvocationRequest) -> InvocationResult:
@@ -474,5 +514,5 @@ async def completions_stream(engine: Engine, request: InvocationRequest) -> Asyn
     return await chunks(completion_run(engine, request))
 
 
-register(Route.CHAT, Handler(invoke=chat, stream=chat_stream), TASKS)
-register(Route.COMPLETIONS, Handler(invoke=completions, stream=completions_stream), TASKS)
+register(Route.CHAT, Handler(invoke=chat, stream=chat_stream, direct=True), TASKS)
+register(Route.COMPLETIONS, Handler(invoke=completions, stream=completions_stream, direct=True), TASKS)
