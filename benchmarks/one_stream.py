@@ -1,5 +1,5 @@
 """Where one generation stream's time goes, hubserve's llamacpp backend beside llama-server (issue 10):
-`python -m benchmarks.one_stream [--gguf bf16|q4_1] [--rounds N]`.
+`python -m benchmarks.one_stream [--gguf bf16|q4_1] [--rounds N] [--openai]`.
 
 One prompt at a time, 64 greedy tokens, in rounds (the order rotated, `rounds.alternate`): llama-server as the
 llamacpp suite runs it, and answering whole; hubserve streaming TGI events (the replica writes them to the client's
@@ -8,7 +8,9 @@ and hubserve answering the same request whole. The whole answers skip every per-
 thread: what streaming costs each server is the difference. For each configuration: tokens/s as the
 suite counts them (from the request sent to the last token), TTFT, the mean time between tokens, and the CPU each
 process spent per token (on-CPU time from /proc's schedstat; the replicas' event-loop threads apart from their
-generation and llama.cpp threads). Every request opens a connection of its own (the suite keeps hubserve's alive
+generation and llama.cpp threads). With `--openai` the streams are OpenAI chat completions instead, on both servers
+(`/v1/chat/completions`, greedy, at most 64 tokens: the answer may end sooner, the same way on both). Every request
+opens a connection of its own (the suite keeps hubserve's alive
 across a sample's prompts): the breakdown is what this measures; the llamacpp suite's ratio is the figure of record.
 """
 
@@ -29,13 +31,13 @@ from typing import Any
 from benchmarks import peers
 from benchmarks.gguf_bf16 import bf16_gguf
 from benchmarks.hubserve_api import HubserveAdmin, engine
-from benchmarks.load import client, post, run_async, timed_stream
+from benchmarks.load import StreamProtocol, client, post, run_async, timed_stream
 from benchmarks.models import CACHE, real_models
 from benchmarks.peers.llama_server import cached_build, llama_server
 from benchmarks.rounds import alternate
-from benchmarks.suites.generation import TGI
+from benchmarks.suites.generation import OPENAI, TGI
 from benchmarks.suites.llamacpp import LLAMA_SERVER_STREAM, hubserve_body, llama_server_body, prompt_ids
-from benchmarks.workload import NEW_TOKENS, PROMPTS
+from benchmarks.workload import NEW_TOKENS, PROMPTS, chat
 
 CONFIGS = ("llama-server", "hubserve, streamed", "hubserve, answered whole", "llama-server, answered whole",
            "hubserve, relayed")
@@ -111,8 +113,36 @@ class CpuMeter:
         return sample
 
 
-def samplers(url: str, relayed_url: str, peer_url: str, ids: dict[str, list[int]],
-             meter: CpuMeter) -> dict[str, Callable[[bool], Sample]]:
+@dataclass(frozen=True)
+class Streams:
+    """How the streamed configurations ask: each server's path, body and stream protocol."""
+
+    hubserve_path: str
+    hubserve_body: Callable[[str], dict[str, Any]]
+    peer_path: str
+    peer_body: Callable[[str], dict[str, Any]]
+    hubserve: StreamProtocol
+    peer: StreamProtocol
+
+
+def tgi_streams(ids: dict[str, list[int]]) -> Streams:
+    """TGI events from hubserve, llama-server's own /completion stream on the same token ids (the llamacpp suite's)."""
+    peer_body = llama_server_body(ids)
+    return Streams("", lambda text: hubserve_body(text, NEW_TOKENS), "/completion",
+                   lambda text: peer_body(text, NEW_TOKENS), TGI, LLAMA_SERVER_STREAM)
+
+
+def openai_streams() -> Streams:
+    def body(text: str) -> dict[str, Any]:
+        return {"model": "one-stream", "messages": chat(text), "max_tokens": NEW_TOKENS, "temperature": 0,
+                "stream": True, "stream_options": {"include_usage": True}}
+
+    closing = StreamProtocol(OPENAI.name, OPENAI.tokens_in, OPENAI.total_in, LLAMA_SERVER_STREAM.headers)
+    return Streams("/v1/chat/completions", body, "/v1/chat/completions", body, OPENAI, closing)
+
+
+def samplers(url: str, relayed_url: str, peer_url: str, ids: dict[str, list[int]], meter: CpuMeter,
+             asked: Streams) -> dict[str, Callable[[bool], Sample]]:
     turn = {config: iter(range(1 << 30)) for config in CONFIGS}
     peer_body = llama_server_body(ids)
 
@@ -143,11 +173,13 @@ def samplers(url: str, relayed_url: str, peer_url: str, ids: dict[str, list[int]
 
     peer, streaming, answered, peer_answered, relayed = CONFIGS
     return {
-        peer: lambda _warmup: streamed(peer_url, peer_body(prompt(peer), NEW_TOKENS), LLAMA_SERVER_STREAM),
-        streaming: lambda _warmup: streamed(url, hubserve_body(prompt(streaming), NEW_TOKENS), TGI),
+        peer: lambda _warmup: streamed(peer_url + asked.peer_path, asked.peer_body(prompt(peer)), asked.peer),
+        streaming: lambda _warmup: streamed(url + asked.hubserve_path, asked.hubserve_body(prompt(streaming)),
+                                            asked.hubserve),
         answered: lambda _warmup: whole(url, whole_body(prompt(answered))),
-        peer_answered: lambda _warmup: whole(peer_url, peer_whole_body(prompt(peer_answered))),
-        relayed: lambda _warmup: streamed(relayed_url, hubserve_body(prompt(relayed), NEW_TOKENS), TGI),
+        peer_answered: lambda _warmup: whole(peer_url + "/completion", peer_whole_body(prompt(peer_answered))),
+        relayed: lambda _warmup: streamed(relayed_url + asked.hubserve_path, asked.hubserve_body(prompt(relayed)),
+                                          asked.hubserve),
     }
 
 
@@ -176,6 +208,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gguf", choices=("bf16", "q4_1"), default="bf16")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--openai", action="store_true", help="stream OpenAI chat completions on both servers")
     parser.add_argument("--rest", type=float, default=0.3, metavar="SECONDS",
                         help="pause before each sample, so that neither server's spinning threads run into the "
                              "other's turn (default 0.3)")
@@ -204,12 +237,14 @@ def main() -> None:
             assert server.process is not None and relaying.process is not None and peer.process is not None
             meter = CpuMeter((server.process.pid, relaying.process.pid), peer.process.pid, args.rest)
             urls = [admin.endpoint_url("one-stream") for admin in admins]
-            results = alternate(samplers(*urls, peer.url + "/completion", ids, meter), args.rounds)
+            asked = openai_streams() if args.openai else tgi_streams(ids)
+            results = alternate(samplers(*urls, peer.url, ids, meter, asked), args.rounds)
         finally:
             for admin in admins:
                 admin.delete("one-stream")
                 admin.close()
-    print(f"{gguf.name}, {args.rounds} rounds, load average now {os.getloadavg()[0]:.2f}")
+    streams = "OpenAI chat" if args.openai else "TGI"
+    print(f"{gguf.name}, {streams} streams, {args.rounds} rounds, load average now {os.getloadavg()[0]:.2f}")
     report(results)
 
 
