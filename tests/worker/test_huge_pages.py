@@ -1,14 +1,18 @@
 """Memory a call maps, found from the process's mappings before and after it, and moved onto huge pages: the address
 ranges it alone mapped (an old neighbour or an old mapping's growth left out), trimmed to whole huge pages; and on
-this machine, memory mapped in the block really ends on huge pages, as the kernel counts them."""
+this machine, memory mapped in the block really ends on huge pages, as the kernel counts them; a collapse the kernel
+refuses for the moment (EAGAIN) is asked again."""
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
+import os
 
 import pytest
 
+from hubserve.worker import huge_pages
 from hubserve.worker.huge_pages import (
     HUGE_PAGE,
     NewMemory,
@@ -88,3 +92,29 @@ def test_a_block_where_huge_pages_cannot_be_had_finds_nothing() -> None:
         fresh.write(b"\3" * (4 * H))
     assert memory.ranges == []
     fresh.close()
+
+
+def test_a_collapse_the_kernel_refuses_for_now_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MADV_COLLAPSE's EAGAIN is transient (a huge page it could not have just then): asked again until it takes, or
+    the tries run out; any other error is final at once."""
+    monkeypatch.setattr(huge_pages, "COLLAPSE_PAUSE_S", 0.001)
+    monkeypatch.setattr(huge_pages, "huge_bytes", lambda ranges: 0)
+    answers: dict[int, list[int]] = {}
+
+    def advise(start: int, length: int, advice: int) -> int:
+        if advice == huge_pages.MADV_HUGEPAGE:
+            return 0
+        asked = answers[start]
+        return asked.pop(0) if len(asked) > 1 else asked[0]
+
+    answers = {0: [errno.EAGAIN, errno.EAGAIN, 0], 4 * H: [errno.EAGAIN]}
+    moved = collapse([(0, 2 * H), (4 * H, 6 * H)], advise)
+    assert moved.failure == f"MADV_COLLAPSE failed ({os.strerror(errno.EAGAIN)})"  # the second range never took
+    assert answers == {0: [0], 4 * H: [errno.EAGAIN]}
+    answers = {0: [errno.EAGAIN, 0]}
+    assert collapse([(0, 2 * H)], advise).failure is None
+    tries = []
+    answers = {0: [errno.EINVAL, 0]}
+    moved = collapse([(0, 2 * H)], lambda start, length, advice: tries.append(advice) or advise(start, length, advice))
+    assert moved.failure == f"MADV_COLLAPSE failed ({os.strerror(errno.EINVAL)})"
+    assert tries == [huge_pages.MADV_HUGEPAGE, huge_pages.MADV_COLLAPSE]

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import errno
 import os
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,17 +92,41 @@ class Collapsed:
     failure: str | None = None
 
 
-def collapse(ranges: Sequence[Range]) -> Collapsed:
-    """Advise and collapse `ranges` onto huge pages; the bytes of them on huge pages after, as the kernel counts them
-    (smaps' AnonHugePages)."""
+# MADV_COLLAPSE's EAGAIN is transient ("unable to allocate a huge page due to transient memory conditions", or a page
+# it could not isolate just then): it is asked again, after a pause, up to this many times in all.
+COLLAPSE_TRIES = 5
+COLLAPSE_PAUSE_S = 0.05
+Advise = Callable[[int, int, int], int]  # madvise(start, length, advice): 0, or the errno
+
+
+def madvise() -> Advise:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+    def advise(start: int, length: int, advice: int) -> int:
+        return 0 if libc.madvise(start, length, advice) == 0 else ctypes.get_errno()
+
+    return advise
+
+
+def collapse(ranges: Sequence[Range], advise: Advise | None = None) -> Collapsed:
+    """Advise and collapse `ranges` onto huge pages; the bytes of them on huge pages after, as the kernel counts them
+    (smaps' AnonHugePages)."""
+    advise = advise or madvise()
     result = Collapsed(size=sum(end - start for start, end in ranges))
     for start, end in ranges:
-        for advice, name in ((MADV_HUGEPAGE, "MADV_HUGEPAGE"), (MADV_COLLAPSE, "MADV_COLLAPSE")):
-            if libc.madvise(start, end - start, advice) != 0:
-                result.failure = f"{name} failed ({os.strerror(ctypes.get_errno())})"
+        error = advise(start, end - start, MADV_HUGEPAGE)
+        if error:
+            result.failure = f"MADV_HUGEPAGE failed ({os.strerror(error)})"
+            continue
+        for attempt in range(COLLAPSE_TRIES):  # each try collapses what the last left
+            if attempt:
+                time.sleep(COLLAPSE_PAUSE_S * attempt)
+            error = advise(start, end - start, MADV_COLLAPSE)
+            if error != errno.EAGAIN:
                 break
+        if error:
+            result.failure = f"MADV_COLLAPSE failed ({os.strerror(error)})"
     result.huge = huge_bytes(ranges)
     return result
 
