@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 import torch
 
-from hubserve.channel import Channel, ThreadedChannel
 from hubserve.errors import BadRequest, ModelError, Overloaded
 from hubserve.worker.generation import GenerationEngine, SamplingParams, TokenEvent
 from hubserve.worker.generation import engine as generation_engine
@@ -29,6 +27,7 @@ from hubserve.worker.generation.types import GenerationLimits
 from hubserve.worker.tasks import LoadOptions, adapter_class
 from hubserve.worker.tasks.loading import cpu_has_native_bfloat16, torch_dtype
 from hubserve.worker.tasks.text_generation import TextGenerationAdapter
+from test_channel import threaded_pair
 
 torch.set_num_threads(1)
 
@@ -390,9 +389,7 @@ def test_a_streams_token_frames_are_written_by_the_generation_thread(
     prompt = encode(lm, "Hello")
 
     async def main() -> tuple[list[TokenEvent], list[tuple[dict[str, Any], bytes]]]:
-        ours, theirs = socket.socketpair()
-        receiver = Channel(*await asyncio.open_connection(sock=ours))
-        sender = ThreadedChannel(*await asyncio.open_connection(sock=theirs))
+        receiver, sender = await threaded_pair()
         CHUNK_SINK.set(ChunkSink(sender, 7))
         tokens = engine.open(prompt, greedy(new_tokens, min_new_tokens=new_tokens), shape=tgi_chunk)
         events = [event async for event in tokens]

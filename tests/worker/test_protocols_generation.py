@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import jsonschema
 import pytest
 import torch
 
-from hubserve.channel import Channel, ThreadedChannel
 from hubserve.errors import BadRequest
 from hubserve.invocation import InvocationRequest, Route
 from hubserve.spec import EngineSpec
@@ -28,6 +26,7 @@ from hubserve.worker.generation.direct import ChunkSink
 from hubserve.worker.handlers import TaskModel
 from hubserve.worker.tasks import LoadOptions, adapter_class
 from hubserve.worker.tasks.text_generation import TextGenerationAdapter
+from test_channel import threaded_pair
 
 torch.set_num_threads(1)
 
@@ -97,9 +96,7 @@ def stream_through_a_channel(engine: Engine, route: Route, body: Any) -> tuple[l
     """The stream as a worker sends it: the events the generation thread writes to its channel itself, then those
     that come through the event loop; and how many the generation thread wrote."""
     async def events() -> tuple[list[dict[str, Any]], int]:
-        ours, theirs = socket.socketpair()
-        receiver = Channel(*await asyncio.open_connection(sock=ours))
-        sender = ThreadedChannel(*await asyncio.open_connection(sock=theirs))
+        receiver, sender = await threaded_pair()
         looped = [event async for event in await protocols.stream(engine, request(route, body), ChunkSink(sender, 7))]
         written = []
         with contextlib.suppress(TimeoutError):  # all of them came before the loop heard of the last event

@@ -18,7 +18,7 @@ import logging
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from hubserve.channel import PREAMBLE, Channel, Preamble
@@ -95,7 +95,7 @@ class WorkerHub:
         self._expected.pop(replica_id, None)
         self._lines.pop(replica_id, None)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -37,10 +37,10 @@ HANDOFF_WAIT_S = 5.0
 
 
 class _Stage(enum.Enum):
-    FIRST = "first"  # the first event is yet to go: through the channel, whatever comes
-    HELD = "held"  # the server is yet to answer: events wait
-    HANDED = "handed"  # the client's connection is ours: events go to it
-    KEPT = "kept"  # through the channel: the server kept the connection, or the stream ended first
+    FIRST = enum.auto()  # the first event is yet to go: through the channel, whatever comes
+    HELD = enum.auto()  # the server is yet to answer: events wait
+    HANDED = enum.auto()  # the client's connection is ours: events go to it
+    KEPT = enum.auto()  # through the channel: the server kept the connection, or the stream ended first
 
 
 class Handoff:
